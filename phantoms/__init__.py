@@ -1,0 +1,1 @@
+"""Procedural battery phantoms (coin, pouch, NiMH) with microstructure, defects and ageing."""

@@ -1,0 +1,1 @@
+"""Reconstruction (FDK, FBP, SIRT/CGLS), corrections, denoising, metrology and detectability."""

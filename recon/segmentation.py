@@ -1,0 +1,242 @@
+"""Segmentation of reconstructed volumes into phases and components.
+
+Histogram thresholding by multi-Otsu (scikit-image ``threshold_multiotsu``), island removal with a
+minimum size in voxels (Dragonfly's "process islands"), per-component (instance) labels, and the
+checks for label volumes that come from elsewhere (truth files, other tools).
+
+Conventions: arrays are ``[z, y, x]``; class labels are ``0 .. classes-1`` in order of increasing
+attenuation (0 is the least attenuating phase, usually air/pores).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from twin.errors import XrmInputError
+
+__all__ = ["multiotsu_thresholds", "segment_multiotsu", "apply_thresholds", "remove_islands",
+           "label_instances", "check_labels", "check_volume", "same_grid"]
+
+
+def check_volume(volume: Any, *, what: str = "volume") -> np.ndarray:
+    """Return ``volume`` as a finite 3-D float array or raise :class:`XrmInputError`."""
+    v = np.asarray(volume)
+    if v.ndim != 3:
+        raise XrmInputError(f"{what} must be 3-D [z, y, x], got shape {v.shape}")
+    if not np.issubdtype(v.dtype, np.number):
+        raise XrmInputError(f"{what} must be numeric, got dtype {v.dtype}")
+    if v.size == 0:
+        raise XrmInputError(f"{what} is empty (shape {v.shape})")
+    if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
+        raise XrmInputError(f"{what} contains NaN or inf values; mask or replace them first")
+    return v
+
+
+def check_labels(labels: Any, *, names: Mapping[int, str] | None = None,
+                 what: str = "labels") -> np.ndarray:
+    """Validate an integer label volume (0 = background) and optional ``{label: name}``.
+
+    Raises :class:`XrmInputError` for non-3-D or non-integer arrays, negative labels, a volume
+    with no foreground voxel (empty segmentation), or names for labels that are not present.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 3:
+        raise XrmInputError(f"{what} must be a 3-D integer array [z, y, x], got shape {lab.shape}")
+    if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+        raise XrmInputError(f"{what} must be integers (0 = background), got dtype {lab.dtype}")
+    if lab.size == 0 or not np.any(lab):
+        raise XrmInputError(f"{what} is an empty segmentation: no voxel has a label > 0")
+    if lab.dtype != bool and lab.min() < 0:
+        raise XrmInputError(f"{what} must be >= 0, found {int(lab.min())}")
+    if names is not None:
+        present = set(np.unique(lab).tolist())
+        missing = {int(k): v for k, v in names.items() if int(k) not in present}
+        if missing:
+            raise XrmInputError(
+                f"{what}: components named but absent (empty): {missing}; labels present: "
+                f"{sorted(present)}")
+    return lab
+
+
+def same_grid(shape_a: Sequence[int], voxel_a_um: Any, origin_a_mm: Sequence[float],
+              shape_b: Sequence[int], voxel_b_um: Any, origin_b_mm: Sequence[float], *,
+              what: str = "truth", tol_vox: float = 1e-3) -> None:
+    """Raise :class:`XrmInputError` unless two grids (shape, voxel size, origin) coincide.
+
+    Parameters
+    ----------
+    shape_a, shape_b : (nz, ny, nx)
+    voxel_a_um, voxel_b_um : float or (x, y, z) triple, um
+    origin_a_mm, origin_b_mm : (x, y, z) of voxel [0, 0, 0] centre, mm
+    what : str
+        Name of the second grid in the message (e.g. ``"truth"``).
+    tol_vox : float
+        Allowed origin difference in voxels.
+    """
+    va = np.broadcast_to(np.asarray(voxel_a_um, float), (3,))
+    vb = np.broadcast_to(np.asarray(voxel_b_um, float), (3,))
+    problems = []
+    if tuple(shape_a) != tuple(shape_b):
+        problems.append(f"shape {tuple(shape_b)} vs {tuple(shape_a)}")
+    if not np.allclose(va, vb, rtol=1e-6):
+        problems.append(f"voxel_size_um {tuple(vb)} vs {tuple(va)}")
+    oa, ob = np.asarray(origin_a_mm, float), np.asarray(origin_b_mm, float)
+    if oa.shape != (3,) or ob.shape != (3,) or np.any(np.abs(oa - ob) > tol_vox * va / 1000.0):
+        problems.append(f"origin_mm {tuple(ob)} vs {tuple(oa)}")
+    if problems:
+        raise XrmInputError(f"{what} is on another grid than the volume: " + "; ".join(problems)
+                            + ". Resample it onto the volume's grid (same shape, voxel size, "
+                            "origin) or simulate it at the scan's voxel size")
+
+
+def multiotsu_thresholds(volume: np.ndarray, classes: int = 3, *, nbins: int = 256,
+                         mask: np.ndarray | None = None, max_samples: int = 4_000_000,
+                         seed: int = 0) -> np.ndarray:
+    """Multi-Otsu thresholds of a volume's histogram.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (nz, ny, nx)
+        Grey values (e.g. mu in 1/mm).
+    classes : int
+        Number of classes (>= 2).
+    nbins : int
+        Histogram bins.
+    mask : ndarray of bool, optional
+        Only these voxels enter the histogram.
+    max_samples : int
+        Voxels sampled (seeded) for the histogram when there are more.
+
+    Returns
+    -------
+    ndarray of float, shape (classes - 1,)
+        Increasing thresholds in the units of ``volume``.
+    """
+    from skimage.filters import threshold_multiotsu
+
+    v = check_volume(volume)
+    if int(classes) < 2:
+        raise XrmInputError(f"classes must be >= 2, got {classes}")
+    vals = v[mask] if mask is not None else v.ravel()
+    if vals.size == 0:
+        raise XrmInputError("multi-Otsu: the mask selects no voxel")
+    if vals.size > max_samples:
+        vals = np.random.default_rng(seed).choice(vals, max_samples, replace=False)
+    if np.ptp(vals) == 0:
+        raise XrmInputError("multi-Otsu: the volume is constant; there is nothing to threshold")
+    return np.asarray(threshold_multiotsu(vals, classes=int(classes), nbins=int(nbins)), float)
+
+
+def apply_thresholds(volume: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    """Class labels ``0..len(thresholds)`` (uint8) for increasing thresholds."""
+    t = np.sort(np.asarray(thresholds, float))
+    return np.digitize(np.asarray(volume), t).astype(np.uint8)
+
+
+def remove_islands(labels: np.ndarray, min_voxels: int, *, connectivity: int = 1,
+                   classes: Sequence[int] | None = None) -> np.ndarray:
+    """Reassign connected islands smaller than ``min_voxels`` to the nearest surrounding class.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (nz, ny, nx)
+    min_voxels : int
+        Islands (connected components of one class) with fewer voxels are removed.
+    connectivity : {1, 2, 3}
+        1: faces (6-neighbours), 2: + edges (18), 3: + corners (26).
+    classes : sequence of int, optional
+        Only these classes are cleaned (default: all present).
+
+    Returns
+    -------
+    ndarray, same shape and dtype
+        Each removed voxel takes the label of the nearest kept voxel (Euclidean).
+    """
+    lab = np.asarray(labels)
+    if int(min_voxels) <= 1:
+        return lab.copy()
+    struct = ndi.generate_binary_structure(3, int(connectivity))
+    drop = np.zeros(lab.shape, dtype=bool)
+    for c in (np.unique(lab) if classes is None else classes):
+        comp, n = ndi.label(lab == c, structure=struct)
+        if n == 0:
+            continue
+        sizes = np.bincount(comp.ravel())
+        small = sizes < int(min_voxels)
+        small[0] = False
+        drop |= small[comp]
+    if not drop.any():
+        return lab.copy()
+    if drop.all():
+        raise XrmInputError(f"remove_islands: every island is smaller than {min_voxels} voxels")
+    idx = ndi.distance_transform_edt(drop, return_distances=False, return_indices=True)
+    return lab[tuple(idx)]
+
+
+def segment_multiotsu(volume: np.ndarray, classes: int = 3, *, nbins: int = 256,
+                      smooth_sigma_vox: float = 0.0, min_island_voxels: int = 0,
+                      mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Segment a volume into ``classes`` phases by multi-Otsu, then remove small islands.
+
+    Parameters
+    ----------
+    volume : ndarray of float, shape (nz, ny, nx)
+    classes : int
+        Number of phases, including the background (air/pores).
+    nbins : int
+        Histogram bins for multi-Otsu.
+    smooth_sigma_vox : float
+        Gaussian pre-smoothing in voxels (0: none).
+    min_island_voxels : int
+        Minimum island size in voxels (0 or 1: keep all).
+    mask : ndarray of bool, optional
+        Voxels entering the histogram (e.g. the field of view).
+
+    Returns
+    -------
+    labels : ndarray of uint8, shape (nz, ny, nx)
+        Class ``i`` is the ``i``-th least attenuating phase.
+    thresholds : ndarray of float, shape (classes - 1,)
+    """
+    v = check_volume(volume).astype(np.float32, copy=False)
+    if smooth_sigma_vox > 0:
+        v = ndi.gaussian_filter(v, float(smooth_sigma_vox))
+    thr = multiotsu_thresholds(v, classes, nbins=nbins, mask=mask)
+    lab = apply_thresholds(v, thr)
+    if min_island_voxels and min_island_voxels > 1:
+        lab = remove_islands(lab, int(min_island_voxels))
+    return lab, thr
+
+
+def label_instances(mask: np.ndarray, *, min_voxels: int = 1, connectivity: int = 1
+                    ) -> tuple[np.ndarray, int]:
+    """Per-component labels of a binary mask, largest first, small components dropped.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (nz, ny, nx)
+    min_voxels : int
+        Components with fewer voxels are dropped (set to 0).
+    connectivity : {1, 2, 3}
+
+    Returns
+    -------
+    instances : ndarray of int32, shape (nz, ny, nx)
+        1 is the largest component, 2 the next, ...; 0 elsewhere.
+    n : int
+        Number of components kept.
+    """
+    struct = ndi.generate_binary_structure(3, int(connectivity))
+    comp, n = ndi.label(np.asarray(mask, bool), structure=struct)
+    if n == 0:
+        return comp.astype(np.int32), 0
+    sizes = np.bincount(comp.ravel())
+    sizes[0] = 0
+    order = np.argsort(-sizes, kind="stable")
+    keep = order[sizes[order] >= max(int(min_voxels), 1)]
+    remap = np.zeros(n + 1, dtype=np.int32)
+    remap[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    return remap[comp], int(keep.size)

@@ -1,0 +1,306 @@
+"""Voxel-driven backprojector and its exact adjoint (forward projector), in Taichi.
+
+Both kernels map the centre of voxel ``[k, j, i]`` (sample frame ``x = origin + (i, j, k) *
+voxel``) to a detector position with one 3x4 matrix per view (:func:`projection_matrices`):
+
+``col = (P0 . [x, 1]) / (P2 . [x, 1])``, ``row = (P1 . [x, 1]) / (P2 . [x, 1])``
+
+where ``P2 . [x, 1] = L / SDD`` (distance from the source to the voxel along the detector
+normal over the source-detector distance) for cone beam and 1 for parallel beam. The
+detector is read (backprojection) or written (forward projection) with bilinear weights;
+taps outside the detector count as zero. Each voxel-view pair carries the weight
+``view_weight[v] / (P2 . [x, 1])^2``, so :func:`forward_project` is the exact adjoint of
+:func:`backproject` for the same arguments: ``<A x, y> = <x, A^T y>``.
+
+Kernels see only ndarrays; nothing is allocated at import. Callers initialise Taichi with
+``twin.runtime.init_taichi``.
+"""
+
+
+
+import numpy as np
+import taichi as ti
+
+from twin.errors import XrmInputError
+from twin.geometry import ScanGeometry
+
+# ----------------------------------------------------------------------------- host side
+
+
+def view_vectors(geometry: ScanGeometry, angles_deg: np.ndarray | None = None) -> np.ndarray:
+    """ASTRA-style per-view vectors of ``geometry`` (see ``twin.geometry``), shape (V, 12), mm."""
+    return np.asarray(geometry.vectors(angles_deg), dtype=np.float64)
+
+
+def projection_matrices(vectors: np.ndarray, n_cols: int, n_rows: int, beam: str) -> np.ndarray:
+    """3x4 matrices mapping sample-frame points (mm) to detector (col, row) pixel indices.
+
+    Parameters
+    ----------
+    vectors : ndarray, shape (V, 12)
+        Per-view vectors (source or ray direction, detector centre, u, v), mm.
+    n_cols, n_rows : int
+        Detector size (columns, rows).
+    beam : {"cone", "parallel"}
+
+    Returns
+    -------
+    ndarray, shape (V, 12), float64
+        Rows ``P0, P1, P2`` of each view's matrix, flattened.
+    """
+    vec = np.asarray(vectors, dtype=np.float64)
+    if vec.ndim != 2 or vec.shape[1] != 12:
+        raise XrmInputError(f"geometry vectors must have shape (n_views, 12), got {vec.shape}")
+    s, d, u, v = vec[:, 0:3], vec[:, 3:6], vec[:, 6:9], vec[:, 9:12]
+    uu = np.einsum("ij,ij->i", u, u)[:, None]
+    vv = np.einsum("ij,ij->i", v, v)[:, None]
+    n = np.cross(u, v)
+    c0, r0 = 0.5 * (n_cols - 1), 0.5 * (n_rows - 1)
+    out = np.zeros((vec.shape[0], 12))
+    if beam == "cone":
+        dn = np.einsum("ij,ij->i", d - s, n)[:, None]  # (d - s) . n
+        if np.any(np.abs(dn) < 1e-12):
+            raise XrmInputError("cone-beam geometry has the source in the detector plane")
+        # den(x) = (x - s) . n / ((d - s) . n) = L / SDD
+        den_lin, den_c = n / dn, -np.einsum("ij,ij->i", s, n)[:, None] / dn
+        for row, e, ee, cc in ((0, u, uu, c0), (1, v, vv, r0)):
+            k = np.einsum("ij,ij->i", s - d, e)[:, None] / ee  # (s - d) . e / |e|^2
+            lin = e / ee + k * den_lin + cc * den_lin
+            const = -np.einsum("ij,ij->i", s, e)[:, None] / ee + k * den_c + cc * den_c
+            out[:, 4 * row:4 * row + 3] = lin
+            out[:, 4 * row + 3] = const[:, 0]
+        out[:, 8:11] = den_lin
+        out[:, 11] = den_c[:, 0]
+    elif beam == "parallel":
+        r = s  # ray direction
+        rn = np.einsum("ij,ij->i", r, n)[:, None]
+        if np.any(np.abs(rn) < 1e-12):
+            raise XrmInputError("parallel-beam geometry has rays parallel to the detector")
+        # p = x + tau r with (p - d) . n = 0; coordinate = (p - d) . e / |e|^2
+        for row, e, ee, cc in ((0, u, uu, c0), (1, v, vv, r0)):
+            re = np.einsum("ij,ij->i", r, e)[:, None]
+            lin = (e - re * n / rn) / ee
+            const = (-np.einsum("ij,ij->i", d, e)[:, None]
+                     + re * np.einsum("ij,ij->i", d, n)[:, None] / rn) / ee + cc
+            out[:, 4 * row:4 * row + 3] = lin
+            out[:, 4 * row + 3] = const[:, 0]
+        out[:, 11] = 1.0
+    else:
+        raise XrmInputError(f"beam must be 'cone' or 'parallel', got {beam!r}")
+    return out
+
+
+def detector_rows_for_box(matrices: np.ndarray, lo_mm: np.ndarray, hi_mm: np.ndarray,
+                          n_rows: int, margin: int = 2) -> tuple[int, int]:
+    """Detector row range [r0, r1) that points of the box ``lo_mm..hi_mm`` (x, y, z) reach."""
+    corners = np.array([[x, y, z, 1.0] for x in (lo_mm[0], hi_mm[0])
+                        for y in (lo_mm[1], hi_mm[1]) for z in (lo_mm[2], hi_mm[2])])
+    m = matrices.reshape(-1, 3, 4)
+    num = np.einsum("vk,ck->vc", m[:, 1], corners)
+    den = np.einsum("vk,ck->vc", m[:, 2], corners)
+    rows = num / den
+    r0 = int(np.floor(rows.min())) - margin
+    r1 = int(np.ceil(rows.max())) + 1 + margin
+    return max(r0, 0), min(max(r1, 0), n_rows)
+
+
+def volume_grid_checks(vol_shape: tuple[int, int, int], voxel_size_um: float,
+                       origin_mm: tuple[float, float, float]) -> None:
+    """Refuse malformed volume descriptions with a message naming the value."""
+    if len(vol_shape) != 3 or any(int(n) < 1 for n in vol_shape):
+        raise XrmInputError(f"volume shape must be 3 positive integers (nz, ny, nx), got {vol_shape!r}")
+    if not (np.isfinite(voxel_size_um) and voxel_size_um > 0):
+        raise XrmInputError(f"voxel_size_um must be > 0 and finite, got {voxel_size_um!r}")
+    if len(origin_mm) != 3 or not np.all(np.isfinite(origin_mm)):
+        raise XrmInputError(f"origin_mm must be 3 finite numbers (x, y, z), got {origin_mm!r}")
+
+
+# ----------------------------------------------------------------------------- kernels
+#
+# The detector is read from (and written to) a copy padded with PAD zero rows and columns on
+# each side; positions are clamped into the padded frame, so taps that fall off the detector
+# read the zero border. This keeps the inner loop free of branches. Each thread handles a
+# strip of STRIP voxels along x; views are processed in chunks (VIEW_CHUNK on the CPU, where
+# a chunk's detector data stays in cache; all at once on CUDA).
+
+PAD = 2
+STRIP = 8
+VIEW_CHUNK_CPU = 16
+
+
+@ti.kernel
+def _backproject_kernel(proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
+                        mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
+                        weights: ti.types.ndarray(dtype=ti.f32, ndim=1),
+                        vol: ti.types.ndarray(dtype=ti.f32, ndim=3),
+                        ox: ti.f32, oy: ti.f32, oz: ti.f32, step: ti.f32, row0: ti.f32,
+                        v_start: ti.i32, v_stop: ti.i32, cone: ti.template()):
+    nrp, ncp = proj.shape[1], proj.shape[2]
+    cmax = ti.cast(ncp - PAD, ti.f32)
+    rmax = ti.cast(nrp - PAD, ti.f32)
+    nz, ny, nx = vol.shape[0], vol.shape[1], vol.shape[2]
+    for k, j, ib in ti.ndrange(nz, ny, (nx + STRIP - 1) // STRIP):
+        y = oy + j * step
+        z = oz + k * step
+        acc = ti.Vector.zero(ti.f32, STRIP)
+        for v in range(v_start, v_stop):
+            bc = mats[v, 0] * ox + mats[v, 1] * y + mats[v, 2] * z + mats[v, 3]
+            br = mats[v, 4] * ox + mats[v, 5] * y + mats[v, 6] * z + mats[v, 7]
+            bd = mats[v, 8] * ox + mats[v, 9] * y + mats[v, 10] * z + mats[v, 11]
+            sc = mats[v, 0] * step
+            sr = mats[v, 4] * step
+            sd = mats[v, 8] * step
+            wv = weights[v]
+            for q in ti.static(range(STRIP)):
+                i = ib * STRIP + q
+                inv = 1.0
+                if ti.static(cone):
+                    inv = 1.0 / (bd + sd * i)
+                c = ti.min(ti.max((bc + sc * i) * inv + PAD, 0.0), cmax)
+                r = ti.min(ti.max((br + sr * i) * inv - row0 + PAD, 0.0), rmax)
+                ic = ti.cast(c, ti.i32)
+                ir = ti.cast(r, ti.i32)
+                fc = c - ic
+                fr = r - ir
+                p00 = proj[v, ir, ic]
+                p01 = proj[v, ir, ic + 1]
+                p10 = proj[v, ir + 1, ic]
+                p11 = proj[v, ir + 1, ic + 1]
+                top = p00 + fc * (p01 - p00)
+                bot = p10 + fc * (p11 - p10)
+                acc[q] += wv * inv * inv * (top + fr * (bot - top))
+        for q in ti.static(range(STRIP)):
+            i = ib * STRIP + q
+            if i < nx:
+                vol[k, j, i] += acc[q]
+
+
+@ti.kernel
+def _forward_kernel(vol: ti.types.ndarray(dtype=ti.f32, ndim=3),
+                    mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
+                    weights: ti.types.ndarray(dtype=ti.f32, ndim=1),
+                    proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
+                    ox: ti.f32, oy: ti.f32, oz: ti.f32, step: ti.f32, row0: ti.f32,
+                    v_start: ti.i32, v_stop: ti.i32, cone: ti.template()):
+    # exact adjoint of _backproject_kernel: same positions, weights and clamping, scattered
+    nrp, ncp = proj.shape[1], proj.shape[2]
+    cmax = ti.cast(ncp - PAD, ti.f32)
+    rmax = ti.cast(nrp - PAD, ti.f32)
+    nz, ny, nx = vol.shape[0], vol.shape[1], vol.shape[2]
+    for k, j, i in ti.ndrange(nz, ny, nx):
+        f = vol[k, j, i]
+        if f != 0.0:
+            x = ox + i * step
+            y = oy + j * step
+            z = oz + k * step
+            for v in range(v_start, v_stop):
+                inv = 1.0
+                if ti.static(cone):
+                    inv = 1.0 / (mats[v, 8] * x + mats[v, 9] * y + mats[v, 10] * z + mats[v, 11])
+                cn = mats[v, 0] * x + mats[v, 1] * y + mats[v, 2] * z + mats[v, 3]
+                rn = mats[v, 4] * x + mats[v, 5] * y + mats[v, 6] * z + mats[v, 7]
+                c = ti.min(ti.max(cn * inv + PAD, 0.0), cmax)
+                r = ti.min(ti.max(rn * inv - row0 + PAD, 0.0), rmax)
+                ic = ti.cast(c, ti.i32)
+                ir = ti.cast(r, ti.i32)
+                fc = c - ic
+                fr = r - ir
+                w = weights[v] * inv * inv * f
+                ti.atomic_add(proj[v, ir, ic], (1.0 - fr) * (1.0 - fc) * w)
+                ti.atomic_add(proj[v, ir, ic + 1], (1.0 - fr) * fc * w)
+                ti.atomic_add(proj[v, ir + 1, ic], fr * (1.0 - fc) * w)
+                ti.atomic_add(proj[v, ir + 1, ic + 1], fr * fc * w)
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _padded(proj: np.ndarray) -> np.ndarray:
+    out = np.zeros((proj.shape[0], proj.shape[1] + 2 * PAD, proj.shape[2] + 2 * PAD), np.float32)
+    out[:, PAD:-PAD, PAD:-PAD] = proj
+    return out
+
+
+def _view_chunks(n_views: int) -> list[tuple[int, int]]:
+    from twin.runtime import current_arch
+
+    step = n_views if current_arch() == "cuda" else VIEW_CHUNK_CPU
+    return [(v0, min(v0 + step, n_views)) for v0 in range(0, n_views, step)]
+
+
+def _is_cone(matrices: np.ndarray) -> bool:
+    m = np.asarray(matrices)
+    return not (np.all(m[:, 8:11] == 0.0) and np.all(m[:, 11] == 1.0))
+
+
+def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray,
+                vol_shape: tuple[int, int, int], voxel_size_um: float,
+                origin_mm: tuple[float, float, float], *, row0: int = 0,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Weighted voxel-driven backprojection ``A^T`` (Taichi).
+
+    Parameters
+    ----------
+    proj : ndarray, shape (V, R, C)
+        Detector data; rows ``row0 .. row0 + R`` of the full detector.
+    matrices : ndarray, shape (V, 12)
+        From :func:`projection_matrices` (full-detector row indices).
+    view_weights : ndarray, shape (V,)
+        Per-view weight; each voxel-view pair gets ``view_weights[v] / den^2``.
+    vol_shape : (nz, ny, nx)
+    voxel_size_um : float
+    origin_mm : (x, y, z)
+        Centre of voxel [0, 0, 0], mm.
+    row0 : int
+        First detector row held in ``proj``.
+    out : ndarray, optional
+        float32 C-contiguous volume to add into.
+
+    Returns
+    -------
+    ndarray, shape (nz, ny, nx), float32
+    """
+    volume_grid_checks(vol_shape, voxel_size_um, origin_mm)
+    if proj.ndim != 3 or proj.shape[0] != matrices.shape[0] or view_weights.shape[0] != proj.shape[0]:
+        raise XrmInputError(f"projections {proj.shape}, matrices {matrices.shape} and view weights "
+                            f"{view_weights.shape} must agree on the number of views")
+    vol_shape = tuple(int(n) for n in vol_shape)
+    if out is None:
+        out = np.zeros(vol_shape, dtype=np.float32)
+    elif out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != vol_shape:
+        raise XrmInputError("out must be a C-contiguous float32 array of the volume shape")
+    ox, oy, oz = (float(o) for o in origin_mm)
+    padded, mats, wts = _padded(proj), _f32(matrices), _f32(view_weights)
+    cone = _is_cone(mats)
+    for v0, v1 in _view_chunks(proj.shape[0]):
+        _backproject_kernel(padded, mats, wts, out, ox, oy, oz, float(voxel_size_um) / 1000.0,
+                            float(row0), v0, v1, cone)
+    return out
+
+
+def forward_project(vol: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray,
+                    det_shape: tuple[int, int], voxel_size_um: float,
+                    origin_mm: tuple[float, float, float], *, row0: int = 0) -> np.ndarray:
+    """Voxel-driven forward projection ``A`` with bilinear splatting: the adjoint of :func:`backproject`.
+
+    Parameters
+    ----------
+    vol : ndarray, shape (nz, ny, nx), float32
+    matrices, view_weights, voxel_size_um, origin_mm, row0
+        As for :func:`backproject`.
+    det_shape : (R, C)
+        Rows and columns of the output (rows ``row0 .. row0 + R``).
+
+    Returns
+    -------
+    ndarray, shape (V, R, C), float32
+    """
+    volume_grid_checks(vol.shape, voxel_size_um, origin_mm)
+    n_views = matrices.shape[0]
+    padded = np.zeros((n_views, int(det_shape[0]) + 2 * PAD, int(det_shape[1]) + 2 * PAD), np.float32)
+    ox, oy, oz = (float(o) for o in origin_mm)
+    mats, wts = _f32(matrices), _f32(view_weights)
+    _forward_kernel(_f32(vol), mats, wts, padded, ox, oy, oz, float(voxel_size_um) / 1000.0,
+                    float(row0), 0, n_views, _is_cone(mats))
+    return np.ascontiguousarray(padded[:, PAD:-PAD, PAD:-PAD])

@@ -1,0 +1,176 @@
+"""A scan: projections, flats and darks from a :class:`~twin.plan.Plan`.
+
+Per view: path lengths (projector) -> spectral sums (Beer-Lambert with the detector
+response) x pixel solid angle -> focal-spot blur -> quanta and screen-gain noise -> screen /
+objective blur -> dark current, read noise, ADC (:mod:`twin.detector`). Each view draws from
+its own seeded generator ``default_rng([seed, 1, view])``, so results do not depend on how
+views are chunked or scheduled.
+
+With ``detector.ideal = true`` the images are the expected deposited energy per pixel
+(float32, keV), flats the same without the sample and darks zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from twin.plan import Plan
+from twin.spectral import spectral_sums
+
+#: Working memory allowed for one chunk of views, bytes.
+CHUNK_BYTES = 256 * 2 ** 20
+
+
+@dataclass
+class ViewChunk:
+    start: int
+    images: np.ndarray  # (n, rows, cols)
+    ray_samples: int
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0.05:
+        return img
+    return gaussian_filter(img, sigma, mode="nearest", truncate=4.0)
+
+
+def _expected_sums(plan: Plan, sums: np.ndarray) -> np.ndarray:
+    """Scale per-steradian sums by the pixel solid angle and blur by the focal spot."""
+    out = sums * plan.solid_angle_sr[None, None].astype(np.float32)
+    if plan.source_blur_sigma_px > 0.05:
+        for v in range(out.shape[0]):
+            for k in range(out.shape[1]):
+                out[v, k] = _blur(out[v, k], plan.source_blur_sigma_px)
+    return out
+
+
+def _detect(plan: Plan, sums: np.ndarray, rng: np.random.Generator, gain: np.ndarray,
+            dthick: np.ndarray) -> np.ndarray:
+    """One view's (or flat's) read-out from expected sums (4, rows, cols)."""
+    det = plan.detector
+    frames = plan.frames
+    q, s, s2, st = (sums[i].astype(np.float64) * frames for i in range(4))
+    s_px = gain * (s + dthick * st)
+    s2_px = gain * gain * s2
+    electrons = det.sample_signal_electrons(q, s_px, s2_px, rng)
+    electrons = _blur(electrons, plan.optical_blur_sigma_px)
+    # read each frame: dark + read noise per frame, then average the frames
+    total = np.zeros(electrons.shape)
+    exp = plan.exposure_s
+    e = np.minimum(electrons, det.full_well_e * frames)
+    if det.dark_e_per_s > 0:
+        e = e + rng.poisson(det.dark_e_per_s * exp * frames, size=e.shape)
+    if det.read_noise_e > 0:
+        e = e + det.read_noise_e * np.sqrt(frames) * rng.standard_normal(e.shape)
+    total = e / frames
+    adu = np.rint(total / det.gain_e_per_adu + det.offset_adu)
+    return np.clip(adu, 0, 2 ** det.bit_depth - 1).astype(np.uint16)
+
+
+def _expected_adu(plan: Plan, sums: np.ndarray, gain: np.ndarray, dthick: np.ndarray) -> np.ndarray:
+    """Noiseless read-out (``detector.noise = false``): expected ADU, float32, with blur."""
+    det = plan.detector
+    s_px = gain * (sums[1].astype(np.float64) + dthick * sums[3])
+    electrons = _blur(det.electrons_per_kev * s_px, plan.optical_blur_sigma_px)
+    electrons = electrons + det.dark_e_per_s * plan.exposure_s
+    return (np.minimum(electrons, det.full_well_e) / det.gain_e_per_adu + det.offset_adu).astype(np.float32)
+
+
+def noisy(plan: Plan) -> bool:
+    return not plan.detector.ideal and bool(plan.spec.detector["noise"])
+
+
+def output_dtype(plan: Plan):
+    """uint16 ADU for a noisy detector, float32 otherwise."""
+    return np.uint16 if noisy(plan) else np.float32
+
+
+def views_per_chunk(plan: Plan) -> int:
+    return int(max(1, min(plan.geometry.n_views, CHUNK_BYTES // max(plan.bytes_per_view_chunk(1), 1))))
+
+
+def iter_projections(plan: Plan, *, arch: str = "auto",
+                     progress: Callable[[int], None] | None = None) -> Iterator[ViewChunk]:
+    """Yield projections chunk by chunk (uint16 ADU, or float32 keV if ideal)."""
+    g = plan.geometry
+    vec = g.vectors()
+    seed = plan.spec.seed
+    gain, dthick = plan.detector.pixel_maps((g.rows, g.cols), seed)
+    step = views_per_chunk(plan)
+    ss = int(plan.spec.geometry["supersample"])
+    for start in range(0, g.n_views, step):
+        n = min(step, g.n_views - start)
+        lengths, samples = plan.scene.path_lengths(vec, g.rows, g.cols, parallel=g.beam == "parallel",
+                                                   supersample=ss, view_start=start, n_views=n, arch=arch)
+        sums = spectral_sums(lengths, plan.mu_per_mm, plan.weights, arch=arch)
+        del lengths
+        sums = _expected_sums(plan, sums)
+        if plan.detector.ideal:
+            images = sums[:, 1].astype(np.float32)
+        elif not noisy(plan):
+            images = np.stack([_expected_adu(plan, sums[i], gain, dthick) for i in range(n)])
+        else:
+            images = np.empty((n, g.rows, g.cols), np.uint16)
+            for i in range(n):
+                rng = np.random.default_rng([seed, 1, start + i])
+                images[i] = _detect(plan, sums[i], rng, gain, dthick)
+        if progress:
+            progress(n)
+        yield ViewChunk(start, images, samples)
+
+
+def flat_sums(plan: Plan) -> np.ndarray:
+    """Expected sums without the sample, shape (4, rows, cols)."""
+    g = plan.geometry
+    flat = plan.weights.sum(axis=1)[None, :, None, None] * np.ones((1, 1, g.rows, g.cols))
+    return _expected_sums(plan, flat.astype(np.float32))[0]
+
+
+def flats_and_darks(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Reference (flat) and dark frames, shapes (n_flats, rows, cols), (n_darks, rows, cols)."""
+    g = plan.geometry
+    n_flats, n_darks = int(plan.spec.detector["flats"]), int(plan.spec.detector["darks"])
+    seed = plan.spec.seed
+    fs = flat_sums(plan)
+    if plan.detector.ideal:
+        return (np.repeat(fs[1][None].astype(np.float32), max(n_flats, 1), axis=0),
+                np.zeros((max(n_darks, 1), g.rows, g.cols), np.float32))
+    gain, dthick = plan.detector.pixel_maps((g.rows, g.cols), seed)
+    if not noisy(plan):
+        zero = np.zeros_like(fs)
+        return (np.repeat(_expected_adu(plan, fs, gain, dthick)[None], max(n_flats, 1), axis=0),
+                np.repeat(_expected_adu(plan, zero, gain, dthick)[None], max(n_darks, 1), axis=0))
+    flats = np.empty((n_flats, g.rows, g.cols), np.uint16)
+    for i in range(n_flats):
+        flats[i] = _detect(plan, fs, np.random.default_rng([seed, 2, i]), gain, dthick)
+    darks = np.empty((n_darks, g.rows, g.cols), np.uint16)
+    zero = np.zeros_like(fs)
+    for i in range(n_darks):
+        darks[i] = _detect(plan, zero, np.random.default_rng([seed, 3, i]), gain, dthick)
+    return flats, darks
+
+
+def flat_field_counts_per_s(plan: Plan) -> float:
+    """Mean detected signal of a flat field, ADU per second of exposure above the offset.
+
+    The number of counts per pixel per second at the plan's kV, power, filter, pixel size,
+    distances and detector (the flux calibration of docs/instrument.md).
+    """
+    fs = flat_sums(plan)
+    det = plan.detector
+    if det.ideal:
+        return float(fs[1].mean() / plan.exposure_s)
+    electrons = det.electrons_per_kev * fs[1]
+    return float(electrons.mean() / det.gain_e_per_adu / plan.exposure_s)
+
+
+def flat_field_full_well_fraction(plan: Plan) -> float:
+    """Brightest flat-field pixel as a fraction of the full well (> 1: the flat saturates)."""
+    det = plan.detector
+    if det.ideal:
+        return 0.0
+    return float(det.electrons_per_kev * flat_sums(plan)[1].max() / det.full_well_e)

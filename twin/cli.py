@@ -1,0 +1,201 @@
+"""``xrm-twin`` command line (Typer). A thin layer: parse, call the library, print, exit.
+
+Exit codes: 0 ok, 2 bad input (:class:`~twin.errors.XrmInputError`), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from twin.errors import XrmInputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="xrm-twin: a digital twin of a laboratory X-ray microscope and of the "
+                       "batteries it images.")
+console = Console(stderr=True)
+_state = {"quiet": False, "verbose": False}
+
+ARCH_HELP = "Taichi backend: auto (CUDA if present, else CPU), cpu or cuda."
+
+
+@app.callback()
+def _main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages.")) -> None:
+    _state["quiet"], _state["verbose"] = quiet, verbose
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
+                        format="%(message)s")
+
+
+def _fail(exc: BaseException) -> None:
+    if isinstance(exc, XrmInputError):
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2)
+    if isinstance(exc, (typer.Exit, KeyboardInterrupt)):
+        raise exc
+    if _state["verbose"]:
+        console.print_exception()
+    else:
+        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}")
+    raise typer.Exit(1)
+
+
+def _prepare_out(out: Path, force: bool, marker: str) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise XrmInputError(f"output folder {str(out)!r} exists and is not empty; "
+                                "use --force to overwrite it")
+        if (out / marker).exists() or force:
+            for child in out.iterdir():
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@app.command()
+def simulate(
+    scenario: str = typer.Argument(..., help="Scenario TOML path or built-in name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    arch: str = typer.Option("auto", help=ARCH_HELP),
+    seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set geometry.projections=90"),
+    force: bool = typer.Option(False, help="Overwrite a non-empty output folder."),
+) -> None:
+    """Simulate projections (`projections.h5`, NXtomo) and the ground truth (`truth.h5`).
+
+    Example: `xrm-twin simulate nimh-zoom --set geometry.projections=90 --out runs/zoom`
+    """
+    try:
+        from twin.scenario import load_scenario
+        from twin.simulate import simulate_to
+
+        overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
+        spec = load_scenario(scenario, overrides)
+        _prepare_out(out, force, "projections.h5")
+        result = simulate_to(spec, out, arch=arch, quiet=_state["quiet"])
+        for w in result.get("warnings", []):
+            console.print(f"[yellow]warning:[/] {w}")
+        if not _state["quiet"]:
+            console.print(f"wrote {out / 'projections.h5'}: {result['geometry']['projections']} views, "
+                          f"voxel {result['geometry']['voxel_size_um']:.3f} um, "
+                          f"{result['timing_s']['simulate']:.1f} s")
+    except BaseException as exc:  # noqa: BLE001 - mapped to exit codes
+        _fail(exc)
+
+
+@app.command()
+def spectrum(
+    kvp: float = typer.Option(..., help="Tube voltage, kV (30-160)."),
+    filter_: str = typer.Option("Air", "--filter", help="Air, LE1-LE6 or HE1-HE6."),
+    power_w: float = typer.Option(10.0, "--power-w", help="Tube power, W."),
+    bin_kev: float = typer.Option(1.0, "--bin-kev", help="Energy bin width, keV."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Print the source spectrum after the filter.
+
+    Example: `xrm-twin spectrum --kvp 100 --filter LE6 --power-w 14 --json`
+    """
+    try:
+        from twin.filters import resolve_filter
+        from twin.spectrum import tube_spectrum
+
+        spec = tube_spectrum(kvp, power_w, bin_kev=bin_kev).filtered(resolve_filter(filter_))
+        payload = {"kvp": kvp, "power_w": power_w, "filter": filter_,
+                   "energy_kev": spec.energy_kev.tolist(), "photons": spec.photons_per_s_sr.tolist(),
+                   "photons_unit": "photons / s / sr per bin", "mean_energy_kev": spec.mean_energy_kev}
+        if as_json:
+            sys.stdout.write(json.dumps(payload) + "\n")
+        else:
+            console.print(f"{kvp:g} kV, {power_w:g} W, filter {filter_}: mean energy "
+                          f"{spec.mean_energy_kev:.2f} keV, {spec.total_photons_per_s_sr:.3e} photons/s/sr")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def scenarios() -> None:
+    """List the built-in scenarios."""
+    try:
+        from rich.table import Table
+
+        from twin.plan import resolve_geometry
+        from twin.scenario import builtin_names, load_scenario
+
+        table = Table("name", "phantom", "kV", "filter", "voxel um", "views", "description")
+        for name in builtin_names():
+            s = load_scenario(name)
+            g = resolve_geometry(s)
+            table.add_row(name, s.phantom["kind"], f"{s.source['kvp']:g}", str(s.source["filter"]),
+                          f"{g.voxel_size_um:.2f}", str(g.n_views), s.description)
+        Console().print(table)
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+def _floats(text: Optional[str], key: str, n: int = 3):
+    if text is None:
+        return None
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise XrmInputError(f"{key} must be {n} comma-separated numbers, got {text!r}") from None
+    if len(vals) != n:
+        raise XrmInputError(f"{key} must be {n} comma-separated numbers, got {text!r}")
+    return vals
+
+
+@app.command()
+def phantom(
+    kind: str = typer.Argument(..., help="coin_na_ion, pouch_lfp or nimh_aaa."),
+    voxel_um: float = typer.Option(..., "--voxel-um", help="Voxel size, um."),
+    out: Path = typer.Option(..., "--out", "-o", help="truth.h5 to write."),
+    voi_center_mm: Optional[str] = typer.Option(None, "--voi-center-mm", help="x,y,z of the VOI centre, mm."),
+    voi_size_mm: Optional[str] = typer.Option(None, "--voi-size-mm", help="a,b,c size of the VOI, mm."),
+    set_: List[str] = typer.Option([], "--set", help="Phantom parameter: --set cycles=120"),
+    seed: int = typer.Option(0, help="Seed of the microstructure."),
+) -> None:
+    """Write a phantom's ground truth (`truth.h5`) for any voxel size and VOI.
+
+    Example: `xrm-twin phantom nimh_aaa --voxel-um 54 --out truth.h5`
+    """
+    try:
+        import phantoms
+        from twin.scenario import parse_override
+        from twin.truth_io import write_truth
+
+        params: dict = {}
+        for text in set_:
+            path, value = parse_override(text)
+            if path and path[0] == "phantom":
+                path = path[1:]
+            node = params
+            for k in path[:-1]:
+                node = node.setdefault(k, {})
+            node[path[-1]] = value
+        ph = phantoms.build(kind, params, seed=seed)
+        grid, defects, instances = ph.truth(voxel_um, _floats(voi_center_mm, "--voi-center-mm"),
+                                            _floats(voi_size_mm, "--voi-size-mm"))
+        write_truth(out, grid, defects, instances, attrs={"phantom": kind, "seed": seed,
+                                                          "params": json.dumps(params)})
+        if not _state["quiet"]:
+            console.print(f"wrote {out}: {grid.labels.shape[::-1]} voxels (x, y, z) of {voxel_um:g} um, "
+                          f"{len(defects)} defects")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Resolve a :class:`~twin.scenario.ScanSpec` on the host into a :class:`Plan` of arrays.
+
+Everything that needs SpekPy, xraydb, trimesh or the phantom code happens here; the
+projector and the detector chain then see only arrays (so a plan runs on CPU or GPU, here or
+on a Dask worker).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from twin.detector import DetectorModel, default_electrons_per_kev, koch_blur_fwhm_um
+from twin.errors import XrmInputError, require_positive, unknown
+from twin.filters import FilterLayer, resolve_filter
+from twin.geometry import OBJECTIVES, ScanGeometry
+from twin.materials import Material, get_material
+from twin.meshes import MeshPart, PRIMITIVES, load_mesh_file, primitive_triangles
+from twin.scene import Scene
+from twin.scenario import ScanSpec
+from twin.spectral import prune_bins
+from twin.spectrum import Spectrum, monochromatic_spectrum, tube_spectrum
+from twin.volume import LabelGrid
+
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A scan resolved into arrays.
+
+    Attributes
+    ----------
+    spec : ScanSpec
+    geometry : ScanGeometry
+    spectrum : Spectrum
+        Photons per second per steradian per bin, after window and source filter.
+    filter_layers : tuple of FilterLayer
+    detector : DetectorModel
+    energy_kev : ndarray (E,)
+        Energy bins kept (those carrying weight).
+    weights : ndarray (4, E)
+        Detector spectral weights per steradian per frame (see twin.detector).
+    mu_per_mm : ndarray (M, E)
+        Attenuation of each material slot of the scene.
+    scene : Scene
+    solid_angle_sr : ndarray (rows, cols)
+        Solid angle of each pixel seen from the focal spot (inverse square and obliquity).
+    source_blur_sigma_px, optical_blur_sigma_px : float
+        Gaussian sigmas in binned detector pixels.
+    """
+
+    spec: ScanSpec
+    geometry: ScanGeometry
+    spectrum: Spectrum
+    filter_layers: tuple[FilterLayer, ...]
+    detector: DetectorModel
+    energy_kev: np.ndarray
+    weights: np.ndarray
+    mu_per_mm: np.ndarray
+    scene: Scene
+    solid_angle_sr: np.ndarray
+    source_blur_sigma_px: float
+    optical_blur_sigma_px: float
+    truth: Any = None
+
+    @property
+    def exposure_s(self) -> float:
+        return float(self.spec.detector["exposure_s"])
+
+    @property
+    def frames(self) -> int:
+        return int(self.spec.detector["frames"])
+
+    def bytes_per_view_chunk(self, n_views: int) -> int:
+        """Working memory of ``n_views`` views in flight (path lengths + sums + output)."""
+        g = self.geometry
+        m = max(len(self.scene.materials), 1)
+        return int(n_views * g.rows * g.cols * 4 * (m + 4 + 4))
+
+
+def resolve_geometry(spec: ScanSpec) -> ScanGeometry:
+    g, d = spec.geometry, spec.detector
+    off = g["detector_offset_px"]
+    if len(off) != 2:
+        raise XrmInputError(f"geometry.detector_offset_px must be [columns, rows], got {off!r}")
+    return ScanGeometry(
+        source_object_mm=g["source_object_mm"], object_detector_mm=g["object_detector_mm"],
+        objective=g["objective"], binning=g["binning"], pixel_um=d["pixel_um"],
+        cols=d["pixels"][0], rows=d["pixels"][1], n_views=g["projections"], arc_deg=g["arc_deg"],
+        start_deg=g["start_deg"], beam=g["beam"], axis_offset_mm=g["axis_offset_mm"],
+        axis_tilt_deg=g["axis_tilt_deg"], detector_offset_px=(float(off[0]), float(off[1])))
+
+
+def resolve_spectrum(spec: ScanSpec) -> tuple[Spectrum, tuple[FilterLayer, ...]]:
+    s = spec.source
+    layers = resolve_filter(s["filter"], s["filter_overrides"])
+    if s["monochromatic_kev"] is not None:
+        spec_ = monochromatic_spectrum(s["monochromatic_kev"], s["monochromatic_photons_per_s_sr"])
+    else:
+        spec_ = tube_spectrum(s["kvp"], s["power_w"], bin_kev=s["energy_bin_kev"],
+                              target_thickness_um=s["target_thickness_um"])
+    scale = require_positive("source.flux_scale", s["flux_scale"])
+    spec_ = spec_.filtered(layers)
+    return Spectrum(spec_.energy_kev, spec_.photons_per_s_sr * scale, spec_.bin_kev, spec_.kvp,
+                    spec_.power_w), layers
+
+
+def resolve_detector(spec: ScanSpec, geometry: ScanGeometry) -> DetectorModel:
+    d = spec.detector
+    obj = OBJECTIVES[geometry.objective]
+    if d["ideal"]:
+        return DetectorModel(ideal=True, scintillator=None)
+    scint = d["scintillator"] or {"material": obj["scintillator"][0],
+                                  "thickness_um": obj["scintillator"][1]}
+    extra = set(scint) - {"material", "thickness_um"}
+    if extra:
+        raise unknown("key in detector.scintillator", sorted(extra)[0], ["material", "thickness_um"])
+    if "material" not in scint or "thickness_um" not in scint:
+        raise XrmInputError("detector.scintillator needs material and thickness_um (um), "
+                            f"got {scint!r}")
+    mat = get_material(scint["material"])
+    t_um = require_positive("detector.scintillator.thickness_um", scint["thickness_um"])
+    k = d["electrons_per_kev"]
+    if k is None:
+        k = default_electrons_per_kev(mat.name, obj["na"], d["camera_qe"])
+    full_well = d["full_well_e"]
+    if full_well is None:
+        full_well = 4e6 if geometry.objective == "flat-panel" else 1e5 * geometry.binning ** 2
+    gain = d["gain_e_per_adu"] if d["gain_e_per_adu"] is not None else max(full_well / 60000.0, 0.1)
+    blur_um = d["blur_fwhm_um"] if d["blur_fwhm_um"] is not None else koch_blur_fwhm_um(obj["na"], t_um)
+    blur_px = float(blur_um) / geometry.scintillator_pixel_um
+    return DetectorModel(ideal=False, scintillator=mat, scintillator_um=t_um, electrons_per_kev=k,
+                         swank_screen=d["swank_screen"], gain_e_per_adu=gain,
+                         read_noise_e=d["read_noise_e"], dark_e_per_s=d["dark_e_per_s"],
+                         full_well_e=full_well, bit_depth=d["bit_depth"], offset_adu=d["offset_adu"],
+                         blur_fwhm_px=blur_px, gain_nonuniformity=d["gain_nonuniformity"],
+                         thickness_nonuniformity=d["thickness_nonuniformity"])
+
+
+def pixel_solid_angle_sr(geometry: ScanGeometry) -> np.ndarray:
+    """Solid angle of each detector pixel seen from the source, shape (rows, cols), sr.
+
+    Cone beam: ``A D / R^3`` (area A at the scintillator, D = a + b on axis, R the distance to
+    the pixel): inverse square and obliquity. Parallel beam: ``A / D^2`` everywhere, with A the
+    pixel area at the object (a parallel beam of the same flux density as on axis).
+    """
+    d_mm = geometry.source_object_mm + geometry.object_detector_mm
+    if geometry.beam == "parallel":
+        area = (geometry.voxel_size_um / 1000.0) ** 2
+        return np.full((geometry.rows, geometry.cols), area / d_mm ** 2)
+    p = geometry.scintillator_pixel_um / 1000.0
+    cu = (np.arange(geometry.cols) - (geometry.cols - 1) / 2 + geometry.detector_offset_px[0]) * p
+    rv = (np.arange(geometry.rows) - (geometry.rows - 1) / 2 + geometry.detector_offset_px[1]) * p
+    r2 = d_mm ** 2 + cu[None, :] ** 2 + rv[:, None] ** 2
+    return p * p * d_mm / r2 ** 1.5
+
+
+def parts_scene(parts: list[Mapping[str, Any]], base_dir: Path) -> tuple[MeshPart, ...]:
+    """Mesh parts of ``kind = "parts"`` (meshes and primitives with materials)."""
+    allowed = {"shape", "file", "material", "density_g_cm3", "priority", "repair", "name",
+               "center_mm", "size_mm", "radius_mm", "height_mm", "inner_radius_mm", "axis",
+               "scale_to_mm", "sections", "subdivisions"}
+    out = []
+    if not parts:
+        raise XrmInputError("phantom.kind = \"parts\" needs at least one [[phantom.parts]] entry")
+    for i, p in enumerate(parts):
+        where = f"phantom.parts[{i}]"
+        if not isinstance(p, Mapping):
+            raise XrmInputError(f"{where} must be a table")
+        extra = set(p) - allowed
+        if extra:
+            raise unknown(f"key in {where}", sorted(extra)[0], sorted(allowed))
+        shape = p.get("shape", "mesh")
+        if "material" not in p:
+            raise XrmInputError(f"{where} needs a material")
+        mat = get_material(p["material"], p.get("density_g_cm3"))
+        if shape == "mesh":
+            if "file" not in p:
+                raise XrmInputError(f"{where}: shape = \"mesh\" needs file = \"part.stl\"")
+            path = Path(p["file"])
+            if not path.is_absolute():
+                path = base_dir / path
+            tri = load_mesh_file(path, repair=bool(p.get("repair", False)),
+                                 scale_to_mm=float(p.get("scale_to_mm", 1.0)))
+        elif shape in PRIMITIVES:
+            tri = primitive_triangles(shape, dict(p), sections=int(p.get("sections", 512)),
+                                      subdivisions=int(p.get("subdivisions", 5)))
+        else:
+            raise unknown(f"shape in {where}", shape, ("mesh",) + PRIMITIVES)
+        if not np.all(np.isfinite(tri)):
+            raise XrmInputError(f"{where}: the mesh has non-finite vertices")
+        prio = p.get("priority")
+        out.append(MeshPart(str(p.get("name", f"part{i}")), mat, tri,
+                            None if prio is None else int(prio)))
+    return tuple(out)
+
+
+def phantom_voxel_um(spec: ScanSpec, geometry: ScanGeometry) -> float:
+    """Phantom voxel: ``phantom.voxel_um`` or half the scan voxel (>= 0.5 um)."""
+    v = spec.phantom.get("voxel_um")
+    if v is not None:
+        return require_positive("phantom.voxel_um", v)
+    return max(geometry.voxel_size_um / 2.0, 0.5)
+
+
+PHANTOM_COMMON_KEYS = ("kind", "voi", "voxel_um", "coarse_voxel_um", "parts")
+
+
+def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
+    """Scene of a battery phantom: a coarse whole-cell grid and, with a VOI, a fine VOI grid."""
+    import phantoms
+
+    params = {k: v for k, v in spec.phantom.items() if k not in PHANTOM_COMMON_KEYS}
+    ph = phantoms.build(spec.phantom["kind"], params, seed=spec.seed)
+    fine_um = phantom_voxel_um(spec, geometry)
+    voi = spec.phantom.get("voi")
+    grids = []
+    truth = None
+    if voi:
+        extra = set(voi) - {"center_mm", "size_mm"}
+        if extra or "center_mm" not in voi or "size_mm" not in voi:
+            raise XrmInputError(f"phantom.voi must be {{center_mm = [x, y, z], size_mm = [a, b, c]}}, got {voi!r}")
+        coarse_um = spec.phantom.get("coarse_voxel_um") or max(fine_um * 8, 20.0)
+        grids.append(ph.rasterize(coarse_um))
+        truth = ph.truth(fine_um, voi["center_mm"], voi["size_mm"])
+        grids.append(truth[0])
+    else:
+        truth = ph.truth(fine_um)
+        grids.append(truth[0])
+    return Scene(grids=tuple(grids)), truth
+
+
+def resolve(spec: ScanSpec) -> Plan:
+    """Resolve a scenario into a :class:`Plan`."""
+    geometry = resolve_geometry(spec)
+    spectrum, layers = resolve_spectrum(spec)
+    detector = resolve_detector(spec, geometry)
+    ss = spec.geometry["supersample"]
+    if ss < 1 or ss > 8:
+        raise XrmInputError(f"geometry.supersample must be 1-8, got {ss}")
+    base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
+    truth = None
+    if spec.phantom["kind"] == "parts":
+        scene = Scene(parts=parts_scene(spec.phantom["parts"], base_dir)).prepare()
+    else:
+        scene, truth = battery_scene(spec, geometry)
+    exposure = require_positive("detector.exposure_s", spec.detector["exposure_s"])
+    if spec.detector["frames"] < 1:
+        raise XrmInputError(f"detector.frames must be >= 1, got {spec.detector['frames']}")
+    w = detector.spectral_weights(spectrum.energy_kev, spectrum.photons_per_s_sr * exposure)
+    keep = prune_bins(w[:2])
+    energy = spectrum.energy_kev[keep]
+    weights = w[:, keep]
+    mu = np.array([m.mu_per_mm(energy) for m in scene.materials]).reshape(len(scene.materials), len(energy))
+    if not np.all(np.isfinite(mu)):
+        raise XrmInputError("attenuation table has non-finite values")
+    src_sigma = geometry.source_blur_fwhm_um(spectrum.power_w) / geometry.scintillator_pixel_um / FWHM_PER_SIGMA
+    opt_sigma = 0.0 if detector.ideal else detector.blur_fwhm_px / FWHM_PER_SIGMA
+    if detector.ideal:
+        src_sigma = 0.0
+    return Plan(spec=spec, geometry=geometry, spectrum=spectrum, filter_layers=layers,
+                detector=detector, energy_kev=energy, weights=weights, mu_per_mm=mu, scene=scene,
+                solid_angle_sr=pixel_solid_angle_sr(geometry), source_blur_sigma_px=float(src_sigma),
+                optical_blur_sigma_px=float(opt_sigma), truth=truth)

@@ -1,0 +1,68 @@
+"""The one place that initialises Taichi.
+
+``init_taichi("auto")`` takes CUDA where there is one and falls back to the CPU with a
+notice; ``"cuda"`` without a GPU is an error. Calling it again with the same arch is free;
+asking for another arch after initialisation re-initialises Taichi (kernels recompile).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from twin.errors import XrmInputError
+
+ARCHES = ("auto", "cpu", "cuda")
+_log = logging.getLogger("xrm_twin")
+_current: str | None = None
+
+
+def _cuda_available() -> bool:
+    import taichi as ti
+
+    try:
+        ti.init(arch=ti.cuda, offline_cache=True, log_level=ti.ERROR)
+    except Exception:
+        return False
+    return ti.lang.impl.current_cfg().arch == ti.cuda
+
+
+def init_taichi(arch: str = "auto", *, cpu_threads: int | None = None) -> str:
+    """Initialise Taichi once; return the arch in use (``"cpu"`` or ``"cuda"``).
+
+    Parameters
+    ----------
+    arch : {"auto", "cpu", "cuda"}
+    cpu_threads : int, optional
+        CPU worker threads (default: all cores, or ``XRM_TWIN_THREADS``).
+    """
+    global _current
+    if arch not in ARCHES:
+        raise XrmInputError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}")
+    if _current is not None and (arch == "auto" or arch == _current):
+        return _current
+    import taichi as ti
+
+    if cpu_threads is None and os.environ.get("XRM_TWIN_THREADS"):
+        cpu_threads = int(os.environ["XRM_TWIN_THREADS"])
+    common = dict(offline_cache=True, log_level=ti.ERROR, default_fp=ti.f32, random_seed=0)
+    if arch in ("auto", "cuda"):
+        if _cuda_available():
+            _current = "cuda"
+            return _current
+        if arch == "cuda":
+            raise XrmInputError("--arch cuda was asked for but no CUDA device is available "
+                                "(use --arch cpu or --arch auto)")
+        if os.environ.get("XRM_TWIN_QUIET_ARCH") is None:
+            _log.info("no CUDA device found: running Taichi kernels on the CPU")
+    kwargs = dict(common)
+    if cpu_threads:
+        kwargs["cpu_max_num_threads"] = int(cpu_threads)
+    ti.init(arch=ti.cpu, **kwargs)
+    _current = "cpu"
+    return _current
+
+
+def current_arch() -> str | None:
+    """The arch Taichi was initialised with, or None."""
+    return _current
