@@ -161,3 +161,25 @@ def test_mesh_and_voxel_sphere_give_same_transmission():
     assert t_mesh.min() < 0.7  # the sphere attenuates (2 mm of Al at 80 kV)
     rms = np.sqrt(np.mean((t_mesh - t_vox) ** 2))
     assert rms <= 0.01, rms
+
+
+def test_mixed_scene_labels_file_and_mesh(tmp_path):
+    """A voxel part from a truth-style HDF5 file plus a mesh part: lengths add per material."""
+    from twin.truth_io import write_truth
+
+    lab = np.zeros((10, 10, 10), np.uint8)
+    lab[:, :, :] = 1  # a 1 mm Fe cube of 0.1 mm voxels centred at x = -1 mm
+    grid = LabelGrid(lab, 100.0, (-1.45, -0.45, -0.45), (AIR, FE))
+    write_truth(tmp_path / "cube.h5", grid)
+    parts = [{"shape": "labels", "file": str(tmp_path / "cube.h5")},
+             {"shape": "box", "material": "Al", "size_mm": [1.0, 0.5, 1.0], "center_mm": [1.0, 0.0, 0.0]}]
+    plan = resolve(parts_scenario(parts, pixels=(60, 20), pixel_um=50.0))
+    g = plan.geometry
+    lengths, _ = plan.scene.path_lengths(g.vectors(), g.rows, g.cols, parallel=True, arch="cpu")
+    names = [m.name for m in plan.scene.materials]
+    fe, al = names.index("Fe"), names.index("Al")
+    x = (np.arange(60) - 29.5) * 0.05
+    row = lengths[0, :, 10, :]
+    assert np.allclose(row[fe][np.abs(x + 1.0) < 0.45], 1.0, rtol=1e-5)
+    assert np.allclose(row[al][np.abs(x - 1.0) < 0.45], 0.5, rtol=1e-5)
+    assert np.all(row[fe][np.abs(x - 1.0) < 0.45] == 0)

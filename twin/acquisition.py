@@ -168,6 +168,13 @@ def flat_field_counts_per_s(plan: Plan) -> float:
     return float(electrons.mean() / det.gain_e_per_adu / plan.exposure_s)
 
 
+def flat_field_quanta_and_electrons(plan: Plan) -> tuple[float, float]:
+    """Mean absorbed X-ray quanta and signal electrons per pixel in one flat-field exposure."""
+    fs = flat_sums(plan)
+    k = 1.0 if plan.detector.ideal else plan.detector.electrons_per_kev
+    return float(fs[0].mean()), float(k * fs[1].mean())
+
+
 def flat_field_full_well_fraction(plan: Plan) -> float:
     """Brightest flat-field pixel as a fraction of the full well (> 1: the flat saturates)."""
     det = plan.detector

@@ -32,9 +32,9 @@ from twin.errors import XrmInputError, require_positive, unknown
 #: default scintillator (material, thickness in um) used with it.
 OBJECTIVES: dict[str, dict] = {
     "0.4x": {"magnification": 0.4, "na": 0.10, "scintillator": ("CsI", 150.0)},
-    "4x": {"magnification": 4.0, "na": 0.20, "scintillator": ("LuAG", 20.0)},
-    "20x": {"magnification": 20.0, "na": 0.40, "scintillator": ("LuAG", 5.0)},
-    "40x": {"magnification": 40.0, "na": 0.60, "scintillator": ("LuAG", 2.0)},
+    "4x": {"magnification": 4.0, "na": 0.20, "scintillator": ("LuAG", 100.0)},
+    "20x": {"magnification": 20.0, "na": 0.40, "scintillator": ("LuAG", 10.0)},
+    "40x": {"magnification": 40.0, "na": 0.60, "scintillator": ("LuAG", 5.0)},
     "flat-panel": {"magnification": 1.0, "na": None, "scintillator": ("CsI", 500.0)},
 }
 

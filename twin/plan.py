@@ -61,7 +61,7 @@ class Plan:
     energy_kev: np.ndarray
     weights: np.ndarray
     mu_per_mm: np.ndarray
-    scene: Scene
+    scene: Scene | None
     solid_angle_sr: np.ndarray
     source_blur_sigma_px: float
     optical_blur_sigma_px: float
@@ -78,7 +78,7 @@ class Plan:
     def bytes_per_view_chunk(self, n_views: int) -> int:
         """Working memory of ``n_views`` views in flight (path lengths + sums + output)."""
         g = self.geometry
-        m = max(len(self.scene.materials), 1)
+        m = max(len(self.scene.materials) if self.scene is not None else 0, 1)
         return int(n_views * g.rows * g.cols * 4 * (m + 4 + 4))
 
 
@@ -159,6 +159,34 @@ def pixel_solid_angle_sr(geometry: ScanGeometry) -> np.ndarray:
     return p * p * d_mm / r2 ** 1.5
 
 
+def labels_part(p: Mapping[str, Any], where: str, base_dir: Path) -> LabelGrid:
+    """A voxel part (``shape = "labels"``): an HDF5 file with ``/labels`` as in ``truth.h5``.
+
+    Materials come from the file's ``/materials`` table or from ``materials = [...]`` (one name
+    per label, label 0 first); ``origin_mm`` and ``voxel_size_um`` may override the file's.
+    """
+    from twin.truth_io import read_truth
+
+    if "file" not in p:
+        raise XrmInputError(f"{where}: shape = \"labels\" needs file = \"labels.h5\"")
+    path = Path(p["file"])
+    if not path.is_absolute():
+        path = base_dir / path
+    if not path.is_file():
+        raise XrmInputError(f"{where}: label file {str(path)!r} does not exist")
+    t = read_truth(path)
+    names = p.get("materials") or [m["material"] for m in sorted(t["materials"], key=lambda m: m["label"])]
+    if not names:
+        raise XrmInputError(f"{where}: {path} has no /materials table; give materials = [...]")
+    mats = tuple(get_material(n) for n in names)
+    origin = tuple(float(v) for v in p.get("origin_mm", t["origin_mm"]))
+    voxel = p.get("voxel_size_um", t["voxel_size_um"])
+    voxel = tuple(float(v) for v in np.atleast_1d(voxel)) if np.size(voxel) == 3 else float(np.asarray(voxel).ravel()[0])
+    grid = LabelGrid(t["labels"], voxel, origin, mats)
+    grid.check_labels()
+    return grid
+
+
 def parts_scene(parts: list[Mapping[str, Any]], base_dir: Path) -> tuple[MeshPart, ...]:
     """Mesh parts of ``kind = "parts"`` (meshes and primitives with materials)."""
     allowed = {"shape", "file", "material", "density_g_cm3", "priority", "repair", "name",
@@ -171,6 +199,8 @@ def parts_scene(parts: list[Mapping[str, Any]], base_dir: Path) -> tuple[MeshPar
         where = f"phantom.parts[{i}]"
         if not isinstance(p, Mapping):
             raise XrmInputError(f"{where} must be a table")
+        if p.get("shape") == "labels":
+            continue  # voxel parts: see labels_part
         extra = set(p) - allowed
         if extra:
             raise unknown(f"key in {where}", sorted(extra)[0], sorted(allowed))
@@ -234,8 +264,12 @@ def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
     return Scene(grids=tuple(grids)), truth
 
 
-def resolve(spec: ScanSpec) -> Plan:
-    """Resolve a scenario into a :class:`Plan`."""
+def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
+    """Resolve a scenario into a :class:`Plan`.
+
+    ``with_scene=False`` resolves only the instrument (source, detector, geometry): enough
+    for flat fields, flux calibration and scan-time estimates, without building the phantom.
+    """
     geometry = resolve_geometry(spec)
     spectrum, layers = resolve_spectrum(spec)
     detector = resolve_detector(spec, geometry)
@@ -244,8 +278,20 @@ def resolve(spec: ScanSpec) -> Plan:
         raise XrmInputError(f"geometry.supersample must be 1-8, got {ss}")
     base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
     truth = None
-    if spec.phantom["kind"] == "parts":
-        scene = Scene(parts=parts_scene(spec.phantom["parts"], base_dir)).prepare()
+    if not with_scene:
+        scene = None
+    elif spec.phantom["kind"] == "parts":
+        plist = spec.phantom["parts"]
+        grids = []
+        for i, p in enumerate(plist):
+            if isinstance(p, Mapping) and p.get("shape") == "labels":
+                extra = set(p) - {"shape", "file", "materials", "origin_mm", "voxel_size_um", "name"}
+                if extra:
+                    raise unknown(f"key in phantom.parts[{i}]", sorted(extra)[0],
+                                  ["shape", "file", "materials", "origin_mm", "voxel_size_um", "name"])
+                grids.append(labels_part(p, f"phantom.parts[{i}]", base_dir))
+        meshes = parts_scene(plist, base_dir) if len(grids) < len(plist) or not plist else ()
+        scene = Scene(grids=tuple(grids), parts=meshes).prepare()
     else:
         scene, truth = battery_scene(spec, geometry)
     exposure = require_positive("detector.exposure_s", spec.detector["exposure_s"])
@@ -255,7 +301,8 @@ def resolve(spec: ScanSpec) -> Plan:
     keep = prune_bins(w[:2])
     energy = spectrum.energy_kev[keep]
     weights = w[:, keep]
-    mu = np.array([m.mu_per_mm(energy) for m in scene.materials]).reshape(len(scene.materials), len(energy))
+    mats = scene.materials if scene is not None else ()
+    mu = np.array([m.mu_per_mm(energy) for m in mats]).reshape(len(mats), len(energy))
     if not np.all(np.isfinite(mu)):
         raise XrmInputError("attenuation table has non-finite values")
     src_sigma = geometry.source_blur_fwhm_um(spectrum.power_w) / geometry.scintillator_pixel_um / FWHM_PER_SIGMA

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from twin import __version__
-from twin.acquisition import (flat_field_counts_per_s, flat_field_full_well_fraction, flats_and_darks,
-                              iter_projections, output_dtype)
+from twin.acquisition import (flat_field_counts_per_s, flat_field_full_well_fraction,
+                              flat_field_quanta_and_electrons, flats_and_darks, iter_projections,
+                              output_dtype)
 from twin.errors import XrmInputError
 from twin.filters import describe_stack
 from twin.nxtomo import write_nxtomo
@@ -36,6 +37,7 @@ def max_bytes() -> int:
 def summary(plan: Plan) -> dict[str, Any]:
     """Key numbers of a plan (for report.json and the CLI)."""
     g = plan.geometry
+    quanta, electrons = flat_field_quanta_and_electrons(plan)
     return {
         "scenario": plan.spec.name,
         "geometry": {"magnification": g.geometric_magnification, "voxel_size_um": g.voxel_size_um,
@@ -51,8 +53,10 @@ def summary(plan: Plan) -> dict[str, Any]:
                      f"{plan.detector.scintillator.name} {plan.detector.scintillator_um:g} um",
                      "flat_field_counts_per_s": flat_field_counts_per_s(plan),
                      "flat_field_full_well_fraction": flat_field_full_well_fraction(plan),
+                     "flat_field_quanta_per_exposure": quanta,
+                     "flat_field_electrons_per_exposure": electrons,
                      "exposure_s": plan.exposure_s, "frames": plan.frames},
-        "materials": [m.name for m in plan.scene.materials],
+        "materials": [m.name for m in plan.scene.materials] if plan.scene is not None else [],
     }
 
 
