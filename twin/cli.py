@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -189,6 +190,110 @@ def phantom(
         if not _state["quiet"]:
             console.print(f"wrote {out}: {grid.labels.shape[::-1]} voxels (x, y, z) of {voxel_um:g} um, "
                           f"{len(defects)} defects")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def run(
+    scenario: str = typer.Argument(..., help="Scenario TOML path or built-in name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    preview: bool = typer.Option(False, help="Coarser, faster version (stated in the report)."),
+    arch: str = typer.Option("auto", help=ARCH_HELP),
+    seed: Optional[int] = typer.Option(None, help="Override the scenario's seed."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key: --set source.kvp=120"),
+    force: bool = typer.Option(False, help="Overwrite a non-empty output folder."),
+) -> None:
+    """Run the whole pipeline: simulate, reconstruct, measure, score, report.
+
+    Example: `xrm-twin run nimh-zoom --preview --out runs/nimh-zoom`
+    """
+    try:
+        from twin.run import run_scenario
+        from twin.scenario import load_scenario
+
+        overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
+        spec = load_scenario(scenario, overrides)
+        _prepare_out(out, force, "report.json")
+        report = run_scenario(spec, out, preview=preview, arch=arch, quiet=_state["quiet"])
+        for w in report.get("warnings", []):
+            console.print(f"[yellow]warning:[/] {w}")
+        if not _state["quiet"]:
+            t = report["timing_s"]
+            console.print(f"report: {out / 'report.html'} (simulate {t['simulate']:.0f} s, "
+                          f"reconstruct {t['reconstruct']:.0f} s, measure {t['measure']:.0f} s)")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def reconstruct(
+    source: Path = typer.Argument(..., help="A run folder (with projections.h5) or an NXtomo file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for recon.h5."),
+    arch: str = typer.Option("auto", help=ARCH_HELP),
+    set_: List[str] = typer.Option([], "--set", help="Reconstruction option: --set algorithm=sirt"),
+    tiff: bool = typer.Option(False, help="Also write recon.tif (ImageJ/Dragonfly/Avizo)."),
+) -> None:
+    """Reconstruct projections into `recon.h5` (linear attenuation, 1/mm).
+
+    Example: `xrm-twin reconstruct runs/zoom --out runs/zoom --set denoise=nlm --tiff`
+    """
+    try:
+        from twin.reconstruct import reconstruct_nxtomo
+        from twin.scenario import parse_override
+
+        path = source / "projections.h5" if source.is_dir() else source
+        opts = {}
+        for text in set_:
+            key, value = parse_override(text)
+            if key and key[0] == "recon":
+                key = key[1:]
+            opts[".".join(key)] = value
+        if tiff:
+            opts["tiff"] = True
+        res = reconstruct_nxtomo(path, out, options=opts, arch=arch, quiet=_state["quiet"])
+        if not _state["quiet"]:
+            console.print(f"wrote {out / 'recon.h5'}: {res['shape_zyx'][::-1]} voxels of "
+                          f"{res['voxel_size_um']:.3f} um in {res['timing_s']['reconstruct']:.1f} s")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def measure(
+    volume: Path = typer.Argument(..., help="recon.h5 (segmented here) or an HDF5 with /labels."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for report.json."),
+    truth: Optional[Path] = typer.Option(None, help="truth.h5 of the phantom, to score against."),
+    classes: Optional[int] = typer.Option(None, help="Number of phases for multi-Otsu."),
+) -> None:
+    """Segment and measure a volume; with `--truth`, score it (report.json).
+
+    Example: `xrm-twin measure runs/zoom/recon.h5 --truth runs/zoom/truth.h5 --out runs/zoom/m`
+    """
+    try:
+        from recon.io import read_volume
+        from twin.measure import measure as measure_volume
+        from twin.report import write_report
+        from twin.truth_io import read_truth
+
+        data = read_volume(volume)
+        t = read_truth(truth) if truth is not None else None
+        out.mkdir(parents=True, exist_ok=True)
+        if "volume" in data:
+            res = measure_volume(data["volume"], data["voxel_size_um"], data["origin_mm"], truth=t,
+                                 classes=classes)
+            res.pop("labels")
+        else:
+            from recon.metrology import measure_components
+
+            names = {k: v for k, v in data.get("names", {}).items() if k > 0} or \
+                {int(k): f"label{int(k)}" for k in np.unique(data["labels"]) if k > 0}
+            vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
+            res = {"metrology": measure_components(data["labels"], vs, names, allow_missing=True)}
+        res["source_file"] = str(volume)
+        write_report(out, res, [])
+        if not _state["quiet"]:
+            console.print(f"wrote {out / 'report.json'}: {len(res['metrology'])} components")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 

@@ -137,7 +137,7 @@ def read_nxtomo(path) -> dict[str, Any]:
         out: dict[str, Any] = {
             "projections": arr[key == 0], "flats": arr[key == 1], "darks": arr[key == 2],
             "angles_deg": angles[key == 0].astype(float), "dtype": arr.dtype,
-            "geometry": None, "scenario": None}
+            "geometry": None, "scenario": None, "sample_center_mm": (0.0, 0.0, 0.0), "ideal": False}
         if "entry/xrm_twin" in f:
             col = f["entry/xrm_twin"]
             kw = {k: col.attrs[k] for k in GEOMETRY_FIELDS if k in col.attrs}
@@ -152,6 +152,8 @@ def read_nxtomo(path) -> dict[str, Any]:
             if "detector_offset_px" in col.attrs:
                 kw["detector_offset_px"] = tuple(float(x) for x in col.attrs["detector_offset_px"])
             out["geometry"] = ScanGeometry(**kw)
+            out["sample_center_mm"] = tuple(float(v) for v in col.attrs.get("sample_center_mm", (0, 0, 0)))
+            out["ideal"] = bool(col.attrs.get("ideal", False))
             if "scenario" in col:
                 raw = col["scenario"][()]
                 out["scenario"] = json.loads(raw.decode() if isinstance(raw, bytes) else raw)

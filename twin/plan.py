@@ -66,6 +66,7 @@ class Plan:
     source_blur_sigma_px: float
     optical_blur_sigma_px: float
     truth: Any = None
+    sample_center_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def exposure_s(self) -> float:
@@ -240,8 +241,27 @@ def phantom_voxel_um(spec: ScanSpec, geometry: ScanGeometry) -> float:
 PHANTOM_COMMON_KEYS = ("kind", "voi", "voxel_um", "coarse_voxel_um", "parts")
 
 
+def shifted(grid: LabelGrid, center_mm) -> LabelGrid:
+    """The grid expressed in the scan frame: sample point ``center_mm`` moved to the origin."""
+    o = tuple(float(a) - float(c) for a, c in zip(grid.origin_mm, center_mm))
+    return LabelGrid(grid.labels, grid.voxel_size_um, o, grid.materials, grid.names)
+
+
+def sample_center(spec: ScanSpec, default) -> tuple[float, float, float]:
+    c = spec.geometry.get("sample_center_mm")
+    if c is None:
+        c = default
+    if len(c) != 3 or not np.all(np.isfinite(np.asarray(c, float))):
+        raise XrmInputError(f"geometry.sample_center_mm must be 3 finite numbers (x, y, z), got {c!r}")
+    return tuple(float(v) for v in c)
+
+
 def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
-    """Scene of a battery phantom: a coarse whole-cell grid and, with a VOI, a fine VOI grid."""
+    """Scene of a battery phantom: a coarse whole-cell grid and, with a VOI, a fine VOI grid.
+
+    Returns the scene in the scan frame (the sample point ``sample_center_mm`` on the rotation
+    axis at the beam centre), the truth in the cell frame, and that centre.
+    """
     import phantoms
 
     params = {k: v for k, v in spec.phantom.items() if k not in PHANTOM_COMMON_KEYS}
@@ -261,7 +281,13 @@ def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
     else:
         truth = ph.truth(fine_um)
         grids.append(truth[0])
-    return Scene(grids=tuple(grids)), truth
+    if voi:
+        default_center = voi["center_mm"]
+    else:
+        lo, hi = (np.asarray(b, float) for b in ph.bounds_mm)
+        default_center = (lo + hi) / 2
+    center = sample_center(spec, default_center)
+    return Scene(grids=tuple(shifted(g, center) for g in grids)), truth, center
 
 
 def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
@@ -278,6 +304,7 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
         raise XrmInputError(f"geometry.supersample must be 1-8, got {ss}")
     base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
     truth = None
+    center = (0.0, 0.0, 0.0)
     if not with_scene:
         scene = None
     elif spec.phantom["kind"] == "parts":
@@ -291,9 +318,14 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
                                   ["shape", "file", "materials", "origin_mm", "voxel_size_um", "name"])
                 grids.append(labels_part(p, f"phantom.parts[{i}]", base_dir))
         meshes = parts_scene(plist, base_dir) if len(grids) < len(plist) or not plist else ()
+        center = sample_center(spec, (0.0, 0.0, 0.0))
+        if any(center):
+            grids = [shifted(g, center) for g in grids]
+            meshes = tuple(MeshPart(m.name, m.material, m.triangles - np.asarray(center), m.priority)
+                           for m in meshes)
         scene = Scene(grids=tuple(grids), parts=meshes).prepare()
     else:
-        scene, truth = battery_scene(spec, geometry)
+        scene, truth, center = battery_scene(spec, geometry)
     exposure = require_positive("detector.exposure_s", spec.detector["exposure_s"])
     if spec.detector["frames"] < 1:
         raise XrmInputError(f"detector.frames must be >= 1, got {spec.detector['frames']}")
@@ -312,4 +344,4 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
     return Plan(spec=spec, geometry=geometry, spectrum=spectrum, filter_layers=layers,
                 detector=detector, energy_kev=energy, weights=weights, mu_per_mm=mu, scene=scene,
                 solid_angle_sr=pixel_solid_angle_sr(geometry), source_blur_sigma_px=float(src_sigma),
-                optical_blur_sigma_px=float(opt_sigma), truth=truth)
+                optical_blur_sigma_px=float(opt_sigma), truth=truth, sample_center_mm=center)

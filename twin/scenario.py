@@ -54,6 +54,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "axis_tilt_deg": (NUM, 0.0, "rotation-axis tilt in the detector plane, degrees"),
         "detector_offset_px": ((list,), [0.0, 0.0], "detector shift (columns, rows), pixels"),
         "supersample": ((int,), 1, "rays per pixel along each axis"),
+        "sample_center_mm": ((list, type(None)), None,
+                             "sample point (x, y, z) put on the rotation axis at the beam centre, mm; "
+                             "default: the VOI centre, else the phantom's centre"),
     },
     "detector": {
         "pixels": ((list,), [512, 512], "columns, rows after binning"),

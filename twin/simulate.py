@@ -86,6 +86,7 @@ def simulate_to(spec: ScanSpec, out_dir: str | Path, *, arch: str = "auto", quie
                               flats, darks, dtype=dtype, scenario_json=spec.to_json(),
                               source=source, exposure_s=plan.exposure_s,
                               extra_attrs={"ideal": plan.detector.ideal,
+                                           "sample_center_mm": np.asarray(plan.sample_center_mm),
                                            "mean_energy_kev": plan.spectrum.mean_energy_kev})
     if plan.truth is not None:
         grid, defects, instances = plan.truth

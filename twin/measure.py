@@ -1,0 +1,195 @@
+"""``xrm-twin measure``: segment a reconstruction, measure components, find defects, score.
+
+A thin orchestration of :mod:`recon` (segmentation, metrology, defects, image quality,
+detectability, POD) that turns a ``recon.h5`` (or a label file) and, when given, the
+``truth.h5`` of the phantom into the ``metrology``, ``defects`` and ``detectability`` parts of
+``report.json``.
+
+Component names come from the truth: each multi-Otsu class is named after the truth component
+it overlaps most (classes that land on the same component are merged); without a truth, the
+classes are named ``phase1``, ``phase2``, ...
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from twin.errors import XrmInputError
+
+#: Components of the truth are segmented as separate classes when they fill at least this
+#: fraction of the measured region.
+MIN_COMPONENT_FRACTION = 0.002
+MAX_CLASSES = 6
+
+
+def truth_on_grid(truth: Mapping[str, Any], shape_zyx, voxel_size_um: float, origin_mm) -> np.ndarray:
+    """Truth labels resampled (nearest voxel centre) onto another grid; -1 outside the truth."""
+    lab = truth["labels"]
+    tv = np.broadcast_to(np.asarray(truth["voxel_size_um"], float), (3,)) / 1000.0
+    to = np.asarray(truth["origin_mm"], float)
+    vs = voxel_size_um / 1000.0
+    idx = []
+    nz, ny, nx = shape_zyx
+    centres = [origin_mm[0] + vs * np.arange(nx), origin_mm[1] + vs * np.arange(ny),
+               origin_mm[2] + vs * np.arange(nz)]
+    for k in range(3):
+        i = np.rint((centres[k] - to[k]) / tv[k]).astype(np.int64)
+        idx.append(i)
+    ix, iy, iz = idx
+    tz, ty, tx = lab.shape
+    okx, oky, okz = (ix >= 0) & (ix < tx), (iy >= 0) & (iy < ty), (iz >= 0) & (iz < tz)
+    out = np.full(shape_zyx, -1, np.int32)
+    sub = lab[np.ix_(np.clip(iz, 0, tz - 1), np.clip(iy, 0, ty - 1), np.clip(ix, 0, tx - 1))]
+    valid = okz[:, None, None] & oky[None, :, None] & okx[None, None, :]
+    out[valid] = sub[valid]
+    return out
+
+
+def field_of_view_mask(shape_zyx, *, margin_vox: int = 2) -> np.ndarray:
+    """The reconstructable cylinder of a circular scan (radius = half the grid width)."""
+    nz, ny, nx = shape_zyx
+    y = np.arange(ny) - (ny - 1) / 2
+    x = np.arange(nx) - (nx - 1) / 2
+    r = min(nx, ny) / 2 - margin_vox
+    disc = (x[None, :] ** 2 + y[:, None] ** 2) <= r * r
+    mask = np.broadcast_to(disc, (nz, ny, nx)).copy()
+    mask[:margin_vox] = False
+    mask[nz - margin_vox:] = False
+    return mask
+
+
+def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: np.ndarray,
+                 truth_names: Mapping[int, str] | None) -> tuple[np.ndarray, dict[int, str]]:
+    """Map segmentation classes to named components (see the module docstring).
+
+    Returns a component label volume (0 = background or unnamed) and ``{label: name}``.
+    """
+    comp = np.zeros(classes.shape, np.int32)
+    names: dict[int, str] = {}
+    n_classes = int(classes.max(initial=0)) + 1
+    if truth_labels is None or truth_names is None:
+        for c in range(1, n_classes):
+            comp[classes == c] = c
+            names[c] = f"phase{c}"
+        return comp, names
+    by_name: dict[str, int] = {}
+    for c in range(n_classes):
+        m = (classes == c) & region
+        if not m.any():
+            continue
+        t, counts = np.unique(truth_labels[m], return_counts=True)
+        keep = t >= 0
+        if not np.any(keep):
+            continue
+        best = int(t[keep][np.argmax(counts[keep])])
+        if best == 0:
+            continue  # background class
+        name = truth_names.get(best, f"label{best}")
+        lab = by_name.setdefault(name, best)
+        comp[(classes == c) & region] = lab
+        names[lab] = name
+    return comp, names
+
+
+def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mapping[str, Any] | None = None,
+            classes: int | None = None, thickness: bool = True, min_island_voxels: int = 8,
+            detect: bool = True) -> dict[str, Any]:
+    """Measure a reconstructed volume (and score it against the truth when given).
+
+    Returns
+    -------
+    dict with ``metrology`` ({name: {volume_mm3, surface_mm2, surface_to_volume_per_mm,
+    thickness_um {mean, std, ...}}}), ``metrology_truth`` (same on the truth, when given),
+    ``segmentation`` (thresholds, classes, names), ``defects`` ({truth, detected, matched}),
+    ``detectability`` ({cnr: {"a/b": value}, ...}), ``labels`` (component volume),
+    ``timing_s``.
+    """
+    from recon import image_quality, metrology, segmentation
+
+    t0 = time.perf_counter()
+    vol = np.asarray(volume, np.float32)
+    if vol.ndim != 3:
+        raise XrmInputError(f"volume must be 3-D [z, y, x], got shape {vol.shape}")
+    if not np.all(np.isfinite(vol)):
+        raise XrmInputError("volume has non-finite values")
+    vs = float(np.asarray(voxel_size_um).ravel()[0])
+    if np.size(voxel_size_um) == 3 and len(set(np.asarray(voxel_size_um, float).tolist())) > 1:
+        raise XrmInputError(f"anisotropic voxels {voxel_size_um} um: metrology needs isotropic voxels "
+                            "(resample first)")
+    region = field_of_view_mask(vol.shape)
+    t_grid = t_names = None
+    if truth is not None:
+        t_grid = truth_on_grid(truth, vol.shape, vs, origin_mm)
+        region &= t_grid >= 0
+        if not region.any():
+            raise XrmInputError("the truth does not overlap the reconstructed volume: "
+                                "a truth file from another grid or sample position?")
+        t_names = {int(m["label"]): m["name"] for m in truth.get("materials", [])}
+    if classes is None:
+        if t_grid is not None:
+            lab, cnt = np.unique(t_grid[region], return_counts=True)
+            mus = [truth_mu_key(truth, int(l)) for l in lab]
+            frac = cnt / cnt.sum()
+            distinct = {round(m, 2) for m, f in zip(mus, frac) if f >= MIN_COMPONENT_FRACTION}
+            classes = int(np.clip(len(distinct), 2, MAX_CLASSES))
+        else:
+            classes = 3
+    seg, thresholds = segmentation.segment_multiotsu(vol, classes, mask=region,
+                                                     min_island_voxels=min_island_voxels)
+    comp, names = name_classes(seg, t_grid, region, t_names)
+    out: dict[str, Any] = {"segmentation": {"classes": classes,
+                                            "thresholds_per_mm": [float(t) for t in thresholds],
+                                            "components": {str(k): v for k, v in names.items()}}}
+    out["metrology"] = metrology.measure_components(comp, vs, names, thickness=thickness,
+                                                    allow_missing=True)
+    if t_grid is not None:
+        present = {l: n for l, n in t_names.items() if l > 0 and np.any(t_grid[region] == l)}
+        tg = np.where(region, t_grid, 0)
+        out["metrology_truth"] = metrology.measure_components(tg, vs, present, thickness=thickness,
+                                                              allow_missing=True)
+        cnr = image_quality.cnr_pairs(vol, np.where(region, t_grid, 0), {0: "air", **present})
+        out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()},
+                                "cnr_detail": cnr}
+        out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect)
+    else:
+        cnr = image_quality.cnr_pairs(vol, comp, {0: "background", **names})
+        out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()}, "cnr_detail": cnr}
+        out["defects"] = {"truth": [], "detected": [], "matched": {}}
+    out["labels"] = comp
+    out["timing_s"] = {"measure": time.perf_counter() - t0}
+    return out
+
+
+def truth_mu_key(truth: Mapping[str, Any], label: int) -> float:
+    """A grey-level key of a truth label (its density), used to count distinct phases."""
+    for m in truth.get("materials", []):
+        if int(m["label"]) == label:
+            return float(m["density_g_cm3"])
+    return float(label)
+
+
+def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool) -> dict[str, Any]:
+    from recon import defects as dmod
+
+    rows = list(truth.get("defects", []))
+    visible = []
+    vs_mm = vs / 1000.0
+    for r in rows:
+        c = np.asarray(r.get("center_mm", (np.nan,) * 3), float)
+        idx = np.rint((c - np.asarray(origin_mm)) / vs_mm).astype(int)[::-1]
+        if np.all(idx >= 0) and np.all(idx < np.array(vol.shape)) and region[tuple(idx)]:
+            visible.append(r)
+    detected: list[dict] = []
+    if detect and visible:
+        hosts = sorted({int(r.get("label", -1)) for r in visible if r.get("type") == "void"})
+        for h in hosts:
+            host_labels = [int(v.get("host_label", -1)) for v in visible if int(v.get("label", -1)) == h]
+            host = int(max(set(host_labels), key=host_labels.count)) if host_labels else -1
+            mask = (t_grid == host) | (t_grid == h) if host >= 0 else (t_grid == h)
+            detected += dmod.detect_voids(vol, mask & region, vs, origin_mm=origin_mm)
+    matched = dmod.match_defects(detected, visible, vs) if visible else {}
+    return {"truth": visible, "detected": detected, "matched": matched,
+            "n_truth_in_view": len(visible), "n_truth_total": len(rows)}
