@@ -1,0 +1,111 @@
+"""End-to-end CLI (issue 6, must-show 4): files per the contract, report keys, exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from twin.cli import app
+
+DATA = Path(__file__).parent / "data"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "small"
+    res = runner.invoke(app, ["--quiet", "run", str(DATA / "small_parts.toml"), "--out", str(out), "--arch", "cpu"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_run_writes_the_contract_files(run_dir):
+    for name in ("projections.h5", "recon.h5", "report.json", "report.html", "figures/slices.png"):
+        assert (run_dir / name).is_file(), name
+    with h5py.File(run_dir / "projections.h5") as f:
+        data = f["entry/instrument/detector/data"]
+        key = f["entry/instrument/detector/image_key"][...]
+        angles = f["entry/sample/rotation_angle"][...]
+        assert data.shape == (len(key), 48, 64)
+        assert set(np.unique(key)) == {0, 1, 2}
+        assert np.count_nonzero(key == 0) == 60
+        assert np.allclose(np.diff(angles[key == 0]), 6.0)
+    with h5py.File(run_dir / "recon.h5") as f:
+        assert f["volume"].dtype == np.float32
+        assert f["volume"].attrs["voxel_size_um"] == pytest.approx(60 / 2.5)
+        assert len(f["volume"].attrs["origin_mm"]) == 3
+
+
+def test_report_json_keys(run_dir):
+    r = json.loads((run_dir / "report.json").read_text())
+    assert r["scenario"] == "small-parts"
+    assert r["geometry"]["magnification"] == pytest.approx(2.5)
+    assert r["geometry"]["voxel_size_um"] == pytest.approx(24.0)
+    assert 20 < r["source"]["mean_energy_kev"] < 80
+    for k in ("simulate", "reconstruct", "measure"):
+        assert r["timing_s"][k] > 0
+    assert r["metrology"], "no component measured"
+    for comp in r["metrology"].values():
+        for key in ("volume_mm3", "surface_mm2", "surface_to_volume_per_mm"):
+            assert comp[key] > 0
+        assert comp["thickness_um"]["mean"] > 0 and "std" in comp["thickness_um"]
+    assert {"truth", "detected", "matched"} <= set(r["defects"])
+    assert "cnr" in r["detectability"]
+    html = (run_dir / "report.html").read_text()
+    assert "<img src='figures/slices.png'>" in html and "Metrology" in html
+
+
+def test_output_folder_is_not_overwritten_without_force(run_dir):
+    res = runner.invoke(app, ["run", str(DATA / "small_parts.toml"), "--out", str(run_dir)])
+    assert res.exit_code == 2
+    assert "--force" in res.output
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["simulate", "nimh-zom", "--out", "X"], "did you mean 'nimh-zoom'"),
+    (["simulate", str(DATA / "small_parts.toml"), "--out", "X", "--set", "geometry.projection=3"],
+     "did you mean 'projections'"),
+    (["simulate", str(DATA / "small_parts.toml"), "--out", "X", "--set", "source.kvp='100 kV'"],
+     "plain number"),
+    (["spectrum", "--kvp", "250"], "30-160"),
+])
+def test_bad_input_exits_2_with_a_message(tmp_path, args, pattern):
+    args = [a.replace("X", str(tmp_path / "o")) for a in args]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert pattern in " ".join(res.output.split())
+    assert not (tmp_path / "o" / "projections.h5").exists()
+
+
+def test_spectrum_json_contract():
+    res = subprocess.run([sys.executable, "-m", "twin.cli", "spectrum", "--kvp", "100", "--filter", "LE6",
+                          "--power-w", "14", "--json"], capture_output=True, text=True, check=True)
+    d = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(d) >= {"kvp", "energy_kev", "photons", "mean_energy_kev"}
+    e, n = np.array(d["energy_kev"]), np.array(d["photons"])
+    assert e.shape == n.shape and e.max() < 100
+    assert d["mean_energy_kev"] == pytest.approx(float((e * n).sum() / n.sum()))
+
+
+def test_measure_labels_file(tmp_path):
+    """`measure` on a truth-style label file measures the labels directly (analytic sphere)."""
+    from twin.materials import get_material
+    from twin.truth_io import write_truth
+    from twin.volume import LabelGrid
+
+    n, r = 64, 24
+    z, y, x = np.ogrid[:n, :n, :n]
+    lab = (((x - 31.5) ** 2 + (y - 31.5) ** 2 + (z - 31.5) ** 2) <= r * r).astype(np.uint8)
+    write_truth(tmp_path / "t.h5", LabelGrid(lab, 10.0, (0, 0, 0), (get_material("air"), get_material("Al")),
+                                              ("air", "ball")))
+    res = runner.invoke(app, ["measure", str(tmp_path / "t.h5"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "m" / "report.json").read_text())["metrology"]["ball"]
+    v_true = 4 / 3 * np.pi * (r * 0.01) ** 3
+    assert m["volume_mm3"] == pytest.approx(v_true, rel=0.01)
+    assert m["surface_mm2"] == pytest.approx(4 * np.pi * (r * 0.01) ** 2, rel=0.02)
