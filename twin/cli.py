@@ -131,12 +131,19 @@ def scenarios() -> None:
         from twin.plan import resolve_geometry
         from twin.scenario import builtin_names, load_scenario
 
-        table = Table("name", "phantom", "kV", "filter", "voxel um", "views", "description")
+        from twin.resources import estimate, gib
+        from twin.scan_time import scenario_scan_time_s
+
+        table = Table("name", "phantom", "kV", "filter", "voxel um", "views", "pixels",
+                      "memory (full)", "CPU time (full)", "scan time", "description")
         for name in builtin_names():
             s = load_scenario(name)
             g = resolve_geometry(s)
+            est = estimate(s)
             table.add_row(name, s.phantom["kind"], f"{s.source['kvp']:g}", str(s.source["filter"]),
-                          f"{g.voxel_size_um:.2f}", str(g.n_views), s.description)
+                          f"{g.voxel_size_um:.2f}", str(g.n_views), f"{g.cols}x{g.rows}",
+                          gib(est["peak_bytes"]), f"{est['cpu_time_s'] / 3600:.1f} h",
+                          f"{scenario_scan_time_s(s.geometry, s.detector) / 3600:.1f} h", s.description)
         Console().print(table)
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
@@ -210,12 +217,22 @@ def run(
     """
     try:
         from twin.run import run_scenario
-        from twin.scenario import load_scenario
+        from twin.scenario import load_raw, load_scenario
+        from twin.scout_zoom import is_scout_zoom, run_scout_zoom
 
         overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
-        spec = load_scenario(scenario, overrides)
-        _prepare_out(out, force, "report.json")
-        report = run_scenario(spec, out, preview=preview, arch=arch, quiet=_state["quiet"])
+        raw, _origin = load_raw(scenario)
+        if is_scout_zoom(raw):
+            if overrides:
+                raise XrmInputError("--set applies to single scans; in a scout-and-zoom file give "
+                                    "set = [...] in [scout] or [zoom]")
+            _prepare_out(out, force, "report.json")
+            report = run_scout_zoom(raw, out, preview=preview, arch=arch, quiet=_state["quiet"],
+                                    base_dir=Path(_origin).parent)
+        else:
+            spec = load_scenario(scenario, overrides)
+            _prepare_out(out, force, "report.json")
+            report = run_scenario(spec, out, preview=preview, arch=arch, quiet=_state["quiet"])
         for w in report.get("warnings", []):
             console.print(f"[yellow]warning:[/] {w}")
         if not _state["quiet"]:

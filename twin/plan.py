@@ -231,11 +231,15 @@ def parts_scene(parts: list[Mapping[str, Any]], base_dir: Path) -> tuple[MeshPar
 
 
 def phantom_voxel_um(spec: ScanSpec, geometry: ScanGeometry) -> float:
-    """Phantom voxel: ``phantom.voxel_um`` or half the scan voxel (>= 0.5 um)."""
+    """Phantom voxel: ``phantom.voxel_um`` or the scan voxel (>= 0.5 um).
+
+    The scan voxel keeps a 1024^3 VOI at 1 GiB of labels; ``geometry.supersample`` adds
+    sub-pixel rays, and a finer ``phantom.voxel_um`` adds partial-volume realism at a cost.
+    """
     v = spec.phantom.get("voxel_um")
     if v is not None:
         return require_positive("phantom.voxel_um", v)
-    return max(geometry.voxel_size_um / 2.0, 0.5)
+    return max(geometry.voxel_size_um, 0.5)
 
 
 PHANTOM_COMMON_KEYS = ("kind", "voi", "voxel_um", "coarse_voxel_um", "parts")

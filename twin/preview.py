@@ -39,7 +39,7 @@ def preview_spec(spec: ScanSpec) -> tuple[ScanSpec, dict[str, Any]]:
 
         g = resolve_geometry(dataclasses.replace(spec, geometry=geometry, detector=detector))
         phantom["voxel_um"] = g.voxel_size_um
-        changes["phantom.voxel_um"] = ("scan voxel / 2", g.voxel_size_um)
+        changes["phantom.voxel_um"] = ("scan voxel", g.voxel_size_um)
     new = dataclasses.replace(spec, geometry=geometry, detector=detector, phantom=phantom,
                               name=spec.name)
     return new, changes

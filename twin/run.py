@@ -42,6 +42,9 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     full_spec = spec
     if preview:
         spec, changes = preview_spec(spec)
+    from twin.resources import check_fits
+
+    resources = check_fits(spec)
     sim = simulate_to(spec, out, arch=arch, quiet=quiet)
     rec = reconstruct_nxtomo(out / "projections.h5", out, arch=sim["arch"], quiet=quiet)
     volume = rec.pop("volume")
@@ -66,7 +69,8 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
         "detector": sim["detector"],
         "scan": {"estimated_scan_time_h": scenario_scan_time_s(spec.geometry, spec.detector) / 3600,
                  "estimated_full_scan_time_h": scenario_scan_time_s(full_spec.geometry, full_spec.detector) / 3600,
-                 "ray_samples": sim["ray_samples"], "arch": sim["arch"]},
+                 "ray_samples": sim["ray_samples"], "arch": sim["arch"],
+                 "estimated_peak_memory_gib": resources["peak_bytes"] / 2 ** 30},
         "reconstruction": {k: v for k, v in rec.items() if k != "timing_s"},
         "segmentation": meas["segmentation"],
         "metrology": meas["metrology"],

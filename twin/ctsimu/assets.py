@@ -1,0 +1,180 @@
+"""Stand-ins for the files the ``ctsimu`` package's 2D-test scenarios reference but do not ship.
+
+The package carries the scenario JSONs of 2D-FB-1, -FB-2, -HS-1, -WE-1, -WE-2 and -DW-1 but
+not their STL models or spectrum CSVs. :func:`prepare_test_folder` copies a scenario into a
+folder and writes reconstructions of them, derived from the toolbox's evaluation code:
+
+* spectra: SpekPy for the scenario's target, voltage and emission angle, filtered by the
+  window (photons / (s sr mA));
+* ``Halbraumkante`` (WE-1, WE-2): a tungsten block whose corner sits on the central ray,
+  edges tilted by 3 deg, bounding-box centre as in the scenario;
+* ``Lochfolie`` (HS-1): a tungsten foil with ten holes, placed by ray casting so that the
+  holes project onto the nominal pixel positions of the evaluation (big hole at
+  (-160, -140) mm, the others on a 205 mm grid, in the detector plane);
+* ``DuplexWire`` (DW-1): 13 platinum wire pairs (ISO 19232-5 diameters 0.8 ... 0.05 mm,
+  gap = diameter), 15 mm long, tilted by 3 deg, centred on the evaluation's profile.
+
+These are our reconstructions, not the originals; ``docs/validation.md`` says so.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+DUPLEX_SPACINGS_MM = (0.8, 0.63, 0.5, 0.4, 0.32, 0.25, 0.2, 0.16, 0.13, 0.1, 0.08, 0.063, 0.05)
+HOLES_DETECTOR_MM = [(-160, -140, 133)] + [(y, z, 66) for z in (205, 0, -205) for y in (205, 0, -205)]
+
+
+def _write_stl(path: Path, triangles: np.ndarray) -> None:
+    import trimesh
+
+    m = trimesh.Trimesh(vertices=triangles.reshape(-1, 3), faces=np.arange(len(triangles) * 3).reshape(-1, 3),
+                        process=True)
+    m.merge_vertices()
+    if m.volume < 0:
+        m.invert()
+    m.export(path)
+
+
+def _rot_x(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+
+
+def edge_block_triangles(width_y_mm: float = 4.74518, height_z_mm: float = 4.99315,
+                         depth_x_mm: float = 2.0, tilt_deg: float = 3.0) -> np.ndarray:
+    """The WE tests' tungsten block: corner at the origin, spanning +y and -z, tilted about x."""
+    import trimesh
+
+    box = trimesh.creation.box(extents=[depth_x_mm, width_y_mm, height_z_mm])
+    box.apply_translation([0, width_y_mm / 2, -height_z_mm / 2])
+    rot = np.eye(4)
+    rot[:3, :3] = _rot_x(tilt_deg)
+    box.apply_transform(rot)
+    return np.asarray(box.triangles)
+
+
+def plate_with_holes(size_mm: float, thickness_mm: float, holes: list[tuple[float, float, float]],
+                     n_circle: int = 160) -> np.ndarray:
+    """Triangles of a square plate in the (y, z) plane, thickness along x, with round holes."""
+    import trimesh
+    from scipy.spatial import Delaunay
+
+    pts = []
+    h = size_mm / 2
+    edge = np.linspace(-h, h, 81)
+    for t in edge[:-1]:
+        pts += [(t, -h), (h, t), (-t, h), (-h, -t)]
+    ang = np.linspace(0, 2 * np.pi, n_circle, endpoint=False)
+    for y, z, r in holes:
+        pts += list(zip(y + r * np.cos(ang), z + r * np.sin(ang)))
+    g = np.linspace(-h, h, 121)[1:-1]
+    gy, gz = np.meshgrid(g, g)
+    cand = np.stack([gy.ravel(), gz.ravel()], 1)
+    ok = np.ones(len(cand), bool)
+    for y, z, r in holes:
+        ok &= np.hypot(cand[:, 0] - y, cand[:, 1] - z) > r + 2 * (g[1] - g[0])
+    pts = np.array(pts + [tuple(p) for p in cand[ok]])
+    tri = Delaunay(pts).simplices
+    c = pts[tri].mean(axis=1)
+    keep = np.ones(len(tri), bool)
+    for y, z, r in holes:
+        keep &= np.hypot(c[:, 0] - y, c[:, 1] - z) > r
+    mesh = trimesh.creation.extrude_triangulation(pts, tri[keep], height=thickness_mm)
+    v = mesh.vertices
+    mesh.vertices = np.stack([v[:, 2] - thickness_mm / 2, v[:, 0], v[:, 1]], 1)  # x = thickness
+    if not mesh.is_watertight:
+        raise RuntimeError("hole plate mesh is not watertight")
+    if mesh.volume < 0:
+        mesh.invert()
+    return np.asarray(mesh.triangles)
+
+
+def hole_foil_triangles(scenario: dict, thickness_mm: float = 0.1) -> np.ndarray:
+    """The HS-1 foil with holes placed so that they project onto the evaluation's nominal spots."""
+    from twin.ctsimu import frames as fr
+
+    geo = scenario["geometry"]
+    world = fr.AxisContext(None, True)
+    src = fr.apply_deviations(fr.placement(geo["source"], "source")[0], geo["source"].get("deviations"), world, "s")
+    det = fr.apply_deviations(fr.placement(geo["detector"], "detector")[0], geo["detector"].get("deviations"), world, "d")
+    stage = fr.stage_frame_at(fr.placement(geo["stage"], "stage")[0], geo["stage"].get("deviations"), 0.0)
+    s = scenario["samples"][0]
+    frame, _ = fr.placement(s["position"], "sample", sample=True)
+    frame = fr.apply_deviations(frame, s["position"].get("deviations"), fr.AxisContext(stage, False), "sample")
+    # sample frame in world coordinates
+    c_w = stage.to_reference(frame.center)
+    b_w = frame.basis @ stage.basis
+    normal = b_w[0]
+    holes = []
+    for y, z, r_px in HOLES_DETECTOR_MM:
+        p_det = det.center + (-y) * det.basis[0] + (-z) * det.basis[1]
+        d = p_det - src.center
+        t = ((c_w - src.center) @ normal) / (d @ normal)
+        q = src.center + t * d
+        local = (q - c_w) @ b_w.T
+        pitch = scenario["detector"]["pixel_pitch"]["u"]["value"]
+        holes.append((local[1], local[2], r_px * pitch * t))
+    return plate_with_holes(14.0, thickness_mm, holes)
+
+
+def duplex_wire_triangles(length_mm: float = 15.0, pitch_mm: float = 3.9, tilt_deg: float = 3.0,
+                          center_yz_mm: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """13 wire pairs along -y (image left to right), wires along z, tilted about x."""
+    import trimesh
+
+    tris = []
+    n = len(DUPLEX_SPACINGS_MM)
+    for k, d in enumerate(DUPLEX_SPACINGS_MM):
+        yc = (k - (n - 1) / 2) * pitch_mm
+        for sgn in (-1, 1):
+            cyl = trimesh.creation.cylinder(radius=d / 2, height=length_mm, sections=64)
+            # image x grows with -y: pair k at image position increasing with k
+            cyl.apply_translation([0.0, -(yc + sgn * d), 0.0])
+            tris.append(np.asarray(cyl.triangles))
+    tri = np.concatenate(tris)
+    tri = tri @ _rot_x(-tilt_deg).T
+    return tri + np.array([0.0, center_yz_mm[0], center_yz_mm[1]])
+
+
+def _spectrum_for(scenario: dict, path: Path) -> None:
+    from twin.ctsimu.reader import read_materials, _layers
+    from twin.ctsimu.sources import spekpy_spectrum, write_spectrum_file
+
+    src = scenario["source"]
+    kv = float(src["voltage"]["value"])
+    mats = read_materials(scenario)
+    window = _layers(src.get("window"), mats, "source.window")
+    emis = float(((src.get("target") or {}).get("angle") or {}).get("emission", {}).get("value") or 12.0)
+    sp = spekpy_spectrum(kv, 1.0, "W", transmission=False, emission_angle_deg=emis, target_thickness_um=None)
+    write_spectrum_file(path, sp.filtered(window), 1.0)
+
+
+def prepare_test_folder(scenario_file: str | Path, folder: str | Path) -> Path:
+    """Copy a shipped 2D-test scenario into ``folder`` and write the files it references."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scenario_file = Path(scenario_file)
+    dst = folder / scenario_file.name
+    shutil.copyfile(scenario_file, dst)
+    data = json.loads(dst.read_text(encoding="utf-8"))
+    sfile = ((data.get("source") or {}).get("spectrum") or {}).get("file") or {}
+    if sfile.get("value") and not (folder / sfile["value"]).exists():
+        _spectrum_for(data, folder / sfile["value"])
+    for s in data.get("samples") or []:
+        name = s["file"]["value"]
+        if (folder / name).exists():
+            continue
+        if "Halbraumkante" in name:
+            _write_stl(folder / name, edge_block_triangles())
+        elif "Folie" in name:
+            _write_stl(folder / name, hole_foil_triangles(data))
+        elif "DuplexWire" in name:
+            _write_stl(folder / name, duplex_wire_triangles())
+        else:
+            raise FileNotFoundError(f"no stand-in for {name}")
+    return dst

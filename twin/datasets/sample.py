@@ -1,0 +1,434 @@
+"""One dataset sample: a pure task of (spec, index) writing one HDF5 shard.
+
+``run_sample(spec, index, out_dir)`` draws the sample (:func:`twin.datasets.spec.draw_sample`),
+simulates the scan with :func:`twin.simulate.simulate_to` (the code ``xrm-twin simulate`` runs),
+takes the ground truth (``truth.h5`` for battery phantoms; for ``kind = "parts"`` an exact
+rasterisation of the primitives at voxel centres, see :func:`parts_labels`), optionally
+reconstructs onto the label grid (so volume and labels align voxel for voxel) and cuts
+random patches. The shard is written to a temporary name and renamed when complete; its
+bytes depend only on (spec, index) (no timestamps: ``track_times=False``, canonical JSON).
+A sidecar ``sample_NNNNNN.json`` holds the manifest row (parameters, SHA-256 of the shard).
+
+Shard layout (``shards/sample_NNNNNN.h5``)::
+
+    attrs: format, index, split, base, spec_hash, params (JSON), scenario (JSON, the complete
+           scenario that reproduces the sample), software
+    /projections/data [V, R, C], /projections/flats, /projections/darks,
+    /projections/angles_deg; attrs geometry (JSON)                       (store.projections)
+    /volume [Z, Y, X] float32, 1/mm; attrs voxel_size_um, origin_mm     (store.recon)
+    /labels [Z, Y, X] uint8/uint16; attrs voxel_size_um, origin_mm      (store.labels)
+    /instances [Z, Y, X] int32 (parts: part index + 1; phantoms: their instances, if any)
+    /materials table: label, name, material, density_g_cm3; attr json   (store.labels)
+    /defects table: id, type, label, center_mm, size_um, volume_mm3; attr json (store.defects)
+    /patches/volume [P, pz, py, px], /patches/labels, /patches/corner_zyx (store.patches)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import hashlib
+import json
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from twin import __version__
+from twin.atomic import atomic_path, write_text_atomic
+from twin.errors import XrmInputError
+from twin.scenario import ScanSpec, validate
+
+from twin.datasets.spec import DatasetSpec, draw_sample, stream
+
+SHARD_FORMAT = "xrm-twin-dataset-shard/1"
+SHARDS = "shards"
+WORK = ".work"
+_STR = h5py.string_dtype("utf-8")
+
+
+class DiskFullError(XrmInputError):
+    """No space left on the output device (the run stops; nothing half-written is kept)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for ENOSPC / EDQUOT, including h5py's wrapped write errors."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return isinstance(exc, OSError) and ("No space left" in text or "errno = 28" in text)
+
+
+def shard_name(index: int) -> str:
+    return f"sample_{int(index):06d}.h5"
+
+
+def shard_path(out_dir: str | Path, index: int) -> Path:
+    return Path(out_dir) / SHARDS / shard_name(index)
+
+
+def row_path(out_dir: str | Path, index: int) -> Path:
+    return Path(out_dir) / SHARDS / f"sample_{int(index):06d}.json"
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_default)
+
+
+def _default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+# --------------------------------------------------------------------------- ground truth
+
+def label_grid_for(spec: ScanSpec) -> tuple[tuple[int, int, int], float, tuple[float, float, float]]:
+    """Grid of a parts scene's labels (and of the reconstruction): shape (z, y, x), voxel, origin.
+
+    The scan's field of view (columns x columns x rows at the object) at ``phantom.voxel_um``
+    or, by default, the scan voxel; centred on the rotation axis.
+    """
+    from twin.plan import resolve_geometry
+
+    g = resolve_geometry(spec)
+    scan_um = float(g.voxel_size_um)
+    v = spec.phantom.get("voxel_um")
+    vox = scan_um if v is None else float(v)
+    nx = max(1, int(math.ceil(g.cols * scan_um / vox - 1e-9)))
+    nz = max(1, int(math.ceil(g.rows * scan_um / vox - 1e-9)))
+    shape = (nz, nx, nx)
+    origin = tuple(-(n - 1) / 2 * vox / 1000.0 for n in (nx, nx, nz))
+    return shape, vox, origin  # type: ignore[return-value]
+
+
+def _inside(part: Mapping[str, Any], x: np.ndarray, y: np.ndarray, z: np.ndarray,
+            triangles: np.ndarray | None) -> np.ndarray:
+    """Boolean mask of voxel centres (broadcast x, y, z in mm) inside a primitive."""
+    shape = part.get("shape", "mesh")
+    c = [float(v) for v in part.get("center_mm", (0.0, 0.0, 0.0))]
+    dx, dy, dz = x - c[0], y - c[1], z - c[2]
+    if shape == "box":
+        s = [float(v) / 2 for v in part["size_mm"]]
+        return (np.abs(dx) <= s[0]) & (np.abs(dy) <= s[1]) & (np.abs(dz) <= s[2])
+    if shape == "sphere":
+        r = float(part["radius_mm"])
+        return dx * dx + dy * dy + dz * dz <= r * r
+    if shape in ("cylinder", "tube"):
+        axis = part.get("axis", "z")
+        a, (u, w) = {"x": (dx, (dy, dz)), "y": (dy, (dx, dz)), "z": (dz, (dx, dy))}[axis]
+        r2 = u * u + w * w
+        m = (r2 <= float(part["radius_mm"]) ** 2) & (np.abs(a) <= float(part["height_mm"]) / 2)
+        if shape == "tube":
+            m &= r2 >= float(part["inner_radius_mm"]) ** 2
+        return m
+    # a mesh: generalised winding number at the voxel centres inside its bounding box
+    from twin.meshes import winding_number
+
+    x, y, z = np.broadcast_arrays(x, y, z)
+    pts = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
+    lo, hi = triangles.reshape(-1, 3).min(0), triangles.reshape(-1, 3).max(0)
+    sel = np.all((pts >= lo) & (pts <= hi), axis=1)
+    out = np.zeros(len(pts), bool)
+    if sel.any():
+        out[sel] = winding_number(pts[sel], triangles) > 0.5
+    return out.reshape(x.shape)
+
+
+def parts_labels(spec: ScanSpec) -> dict[str, Any]:
+    """Exact labels of a ``kind = "parts"`` scene on :func:`label_grid_for`'s grid.
+
+    A voxel takes the part that contains its centre; where parts nest, the inner part wins
+    (the nesting and priorities the projector uses, :func:`twin.meshes.nesting`). Label 0 is
+    the background, label ``k`` the ``k``-th distinct material in part order (the projector's
+    material slots); ``instances`` holds the part index + 1.
+    """
+    from twin.meshes import nesting
+    from twin.plan import parts_scene
+
+    parts = list(spec.phantom["parts"])
+    if any(isinstance(p, Mapping) and p.get("shape") == "labels" for p in parts):
+        raise XrmInputError("datasets label kind = \"parts\" scenes of meshes and primitives; "
+                            "voxel parts (shape = \"labels\") are not supported")
+    base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
+    meshes = parts_scene(parts, base_dir)
+    inside = nesting(list(meshes))
+    depth = inside.sum(axis=0)
+    slots: list = []
+    for m in meshes:
+        if m.material not in slots:
+            slots.append(m.material)
+    shape, vox, origin = label_grid_for(spec)
+    nz, ny, nx = shape
+    x = (origin[0] + np.arange(nx) * vox / 1000.0)[None, None, :]
+    y = (origin[1] + np.arange(ny) * vox / 1000.0)[None, :, None]
+    z = (origin[2] + np.arange(nz) * vox / 1000.0)[:, None, None]
+    dtype = np.uint8 if len(slots) < 255 else np.uint16
+    labels = np.zeros(shape, dtype)
+    instances = np.zeros(shape, np.int32)
+    for i in sorted(range(len(parts)), key=lambda k: (int(depth[k]), k)):
+        mask = np.broadcast_to(_inside(parts[i], x, y, z, meshes[i].triangles), shape)
+        labels[mask] = slots.index(meshes[i].material) + 1
+        instances[mask] = i + 1
+    names = ["background"]
+    for s in slots:
+        names.append(next(m.name for m in meshes if m.material == s))
+    materials = [{"label": 0, "name": "background", "material": "Air", "density_g_cm3": 0.0}]
+    for k, s in enumerate(slots, start=1):
+        materials.append({"label": k, "name": names[k], "material": s.name,
+                          "density_g_cm3": float(s.density_g_cm3)})
+    return {"labels": labels, "instances": instances, "voxel_size_um": vox, "origin_mm": origin,
+            "materials": materials}
+
+
+def void_defects(voids, materials: list[dict]) -> list[dict]:
+    """Defect rows of the placed void spheres."""
+    rows = []
+    for k, v in enumerate(voids, start=1):
+        r = float(v["radius_mm"])
+        label = next((m["label"] for m in materials if m["name"] == v["name"]), -1)
+        rows.append({"id": k, "type": "void", "label": int(label), "name": v["name"],
+                     "material": v["material"], "center_mm": [float(c) for c in v["center_mm"]],
+                     "size_um": 2000.0 * r, "volume_mm3": 4.0 / 3.0 * math.pi * r ** 3,
+                     "area_mm2": 4.0 * math.pi * r ** 2})
+    return rows
+
+
+def scenario_for(spec: DatasetSpec, index: int):
+    """The sample's draw and its validated :class:`ScanSpec` (battery phantoms get
+    ``phantom.voxel_um`` = the scan voxel unless the spec sets it, so labels and the
+    reconstruction share one grid)."""
+    from twin.plan import resolve_geometry
+
+    draw = draw_sample(spec, index)
+    scenario = draw.scenario
+    if scenario["phantom"]["kind"] != "parts" and scenario["phantom"].get("voxel_um") is None:
+        g = resolve_geometry(validate(scenario, f"{spec.name}[{index}]"))
+        scenario["phantom"]["voxel_um"] = float(g.voxel_size_um)
+    return draw, validate(scenario, f"{spec.name}[{index}]")
+
+
+# ---------------------------------------------------------------------------------- write
+
+def _ds(group: h5py.Group, name: str, data: np.ndarray, level: int) -> h5py.Dataset:
+    data = np.ascontiguousarray(data)
+    kw: dict[str, Any] = {"track_times": False}
+    if level > 0 and data.size >= 64:
+        kw.update(compression="gzip", compression_opts=level, shuffle=True)
+    return group.create_dataset(name, data=data, **kw)
+
+
+def _table(group: h5py.Group, name: str, rows: list[dict], dtype: np.dtype, fields) -> None:
+    arr = np.zeros(len(rows), dtype=dtype)
+    for i, r in enumerate(rows):
+        for f, default in fields:
+            arr[i][f] = r.get(f, default) if not isinstance(default, tuple) else np.asarray(
+                r.get(f, default), float)
+    d = group.create_dataset(name, data=arr, track_times=False)
+    d.attrs["json"] = canonical_json(rows)
+
+
+def write_shard(path: Path, content: Mapping[str, Any], level: int) -> None:
+    """Write one shard (``content`` as built by :func:`run_sample`) to ``path``."""
+    with h5py.File(path, "w", track_order=False) as f:
+        for k, v in content["attrs"].items():
+            f.attrs[k] = v
+        if "projections" in content:
+            p = content["projections"]
+            g = f.create_group("projections")
+            for k in ("data", "flats", "darks", "angles_deg"):
+                _ds(g, k, p[k], level)
+            g.attrs["geometry"] = p["geometry"]
+        for name in ("volume", "labels", "instances"):
+            if name in content:
+                d = _ds(f, name, content[name], level)
+                d.attrs["voxel_size_um"] = float(content["voxel_size_um"])
+                d.attrs["origin_mm"] = np.asarray(content["origin_mm"], float)
+        if "materials" in content:
+            mdt = np.dtype([("label", "i8"), ("name", _STR), ("material", _STR), ("density_g_cm3", "f8")])
+            _table(f, "materials", content["materials"], mdt,
+                   [("label", 0), ("name", ""), ("material", ""), ("density_g_cm3", 0.0)])
+        if "defects" in content:
+            ddt = np.dtype([("id", "i8"), ("type", _STR), ("label", "i8"), ("center_mm", "f8", (3,)),
+                            ("size_um", "f8"), ("volume_mm3", "f8")])
+            _table(f, "defects", content["defects"], ddt,
+                   [("id", 0), ("type", ""), ("label", -1), ("center_mm", (np.nan,) * 3),
+                    ("size_um", np.nan), ("volume_mm3", np.nan)])
+        if "patches" in content:
+            g = f.create_group("patches")
+            for k, v in content["patches"].items():
+                _ds(g, k, v, level)
+        f.attrs["voxel_size_um"] = float(content["voxel_size_um"])
+        f.attrs["origin_mm"] = np.asarray(content["origin_mm"], float)
+
+
+def _patches(spec: DatasetSpec, index: int, volume: np.ndarray, labels: np.ndarray) -> dict:
+    size = spec.store["patches"]["size"]
+    n = spec.store["patches"]["count"]
+    if any(s > d for s, d in zip(size, volume.shape)):
+        raise XrmInputError(f"store.patches.size = {size} (z, y, x voxels) does not fit the "
+                            f"volume of sample {index}, shape {list(volume.shape)}")
+    rng = stream(spec, index, 4)
+    corners = np.array([[int(rng.integers(0, d - s, endpoint=True)) for s, d in zip(size, volume.shape)]
+                        for _ in range(n)], np.int64)
+    sl = [tuple(slice(c, c + s) for c, s in zip(cz, size)) for cz in corners]
+    return {"volume": np.stack([volume[s] for s in sl]).astype(np.float32),
+            "labels": np.stack([labels[s] for s in sl]),
+            "corner_zyx": corners}
+
+
+def build_sample(spec: DatasetSpec, index: int, work_dir: Path) -> tuple[dict, Any]:
+    """Simulate (and reconstruct) sample ``index`` in ``work_dir``; return the shard content."""
+    from twin.nxtomo import read_nxtomo
+    from twin.runtime import init_taichi
+    from twin.simulate import simulate_to
+    from twin.truth_io import read_truth
+
+    draw, scan = scenario_for(spec, index)
+    arch = init_taichi(spec.arch, cpu_threads=spec.threads_per_task)
+    simulate_to(scan, work_dir, arch=arch, quiet=True)
+    nx = read_nxtomo(work_dir / "projections.h5")
+    if scan.phantom["kind"] == "parts":
+        t = parts_labels(scan)
+        defects = void_defects(draw.voids, t["materials"])
+    else:
+        tr = read_truth(work_dir / "truth.h5")
+        vs = np.atleast_1d(np.asarray(tr["voxel_size_um"], float))
+        if len(set(vs.tolist())) != 1:
+            raise XrmInputError(f"sample {index}: anisotropic truth voxels {vs.tolist()} are not supported")
+        t = {"labels": tr["labels"], "instances": tr["instances"], "voxel_size_um": float(vs[0]),
+             "origin_mm": tuple(float(v) for v in tr["origin_mm"]), "materials": tr["materials"]}
+        defects = tr["defects"]
+    content: dict[str, Any] = {"voxel_size_um": t["voxel_size_um"], "origin_mm": t["origin_mm"]}
+    st = spec.store
+    if st["projections"]:
+        content["projections"] = {
+            "data": nx["projections"], "flats": nx["flats"], "darks": nx["darks"],
+            "angles_deg": np.asarray(nx["angles_deg"], np.float64),
+            "geometry": canonical_json(dataclasses.asdict(nx["geometry"]))}
+    volume = None
+    if st["recon"] or st["patches"] is not None:
+        from recon.pipeline import reconstruct
+
+        opts = {k: v for k, v in scan.recon.items()
+                if k in ("filter", "cutoff", "ring_removal", "n_iter", "truncation_mode", "center")}
+        rr = reconstruct(nx["projections"], nx["geometry"], flats=nx["flats"], darks=nx["darks"],
+                         angles_deg=nx["angles_deg"], algorithm=scan.recon["algorithm"],
+                         vol_shape=t["labels"].shape, voxel_size_um=t["voxel_size_um"],
+                         origin_mm=t["origin_mm"], arch="cuda" if arch == "cuda" else "cpu",
+                         progress=False, **opts)
+        volume = np.asarray(rr.volume, np.float32)
+        if st["recon"]:
+            content["volume"] = volume
+    if st["labels"]:
+        content["labels"] = t["labels"]
+        if t.get("instances") is not None:
+            content["instances"] = np.asarray(t["instances"], np.int32)
+        content["materials"] = [{k: m[k] for k in ("label", "name", "material", "density_g_cm3")}
+                                for m in t["materials"]]
+    if st["defects"]:
+        content["defects"] = json.loads(canonical_json(list(defects)))
+    if st["patches"] is not None:
+        content["patches"] = _patches(spec, index, volume, t["labels"])
+    content["attrs"] = {
+        "format": SHARD_FORMAT, "index": int(index), "split": draw.split, "base": draw.base,
+        "spec_hash": spec.spec_hash, "dataset": spec.name, "params": canonical_json(draw.params),
+        "scenario": canonical_json(scan.to_toml_dict()), "software": f"xrm-twin {__version__}"}
+    return content, draw
+
+
+def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, Any]:
+    """Make sample ``index`` of ``spec`` under ``out_dir``; return its manifest row.
+
+    Pure in (spec, index): the shard's bytes and the row depend on nothing else. The shard
+    goes to ``shards/sample_NNNNNN.h5`` through a temporary name (renamed when complete) and
+    the row to ``shards/sample_NNNNNN.json``. Scratch files live in ``out_dir/.work`` and are
+    removed on return or error. A full disk raises :class:`DiskFullError` with nothing
+    half-written left behind.
+
+    The row: ``index``, ``split``, ``base``, ``shard`` (relative path), ``bytes``, ``sha256``,
+    ``seed`` (the scenario's), ``params`` (drawn values by key), ``spec_hash``.
+    """
+    out = Path(out_dir)
+    final = shard_path(out, index)
+    work_root = out / WORK
+    t0 = time.perf_counter()
+    try:
+        work_root.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f"sample_{int(index):06d}.", dir=work_root))
+        try:
+            content, draw = build_sample(spec, index, work)
+            with atomic_path(final) as tmp:
+                write_shard(tmp, content, spec.store["compression"])
+                digest = sha256_file(tmp)
+                size = tmp.stat().st_size
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        row = {"index": int(index), "split": draw.split, "base": draw.base,
+               "shard": f"{SHARDS}/{final.name}", "bytes": int(size), "sha256": digest,
+               "seed": int(draw.scenario["seed"]), "params": json.loads(canonical_json(draw.params)),
+               "spec_hash": spec.spec_hash}
+        write_text_atomic(row_path(out, index), canonical_json(row) + "\n")
+    except OSError as exc:
+        if is_disk_full(exc):
+            with contextlib.suppress(OSError):
+                row_path(out, index).unlink()
+            raise DiskFullError(f"no space left on the device of {str(out)!r} while writing sample "
+                                f"{index}: {exc}") from None
+        raise
+    row_out = dict(row)
+    row_out["_elapsed_s"] = time.perf_counter() - t0
+    return row_out
+
+
+def read_row(out_dir: str | Path, index: int) -> dict | None:
+    """The sidecar row of sample ``index``, or None when absent or unreadable."""
+    p = row_path(out_dir, index)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def verify_sample(out_dir: str | Path, index: int, spec_hash: str | None = None,
+                  row: Mapping[str, Any] | None = None) -> str | None:
+    """None if sample ``index`` is complete and its checksum matches; else the reason."""
+    row = row if row is not None else read_row(out_dir, index)
+    if row is None:
+        return "no manifest row"
+    if spec_hash is not None and row.get("spec_hash") != spec_hash:
+        return "made from another spec"
+    p = Path(out_dir) / row["shard"]
+    if not p.is_file():
+        return "shard missing"
+    if p.stat().st_size != row.get("bytes"):
+        return f"size {p.stat().st_size} != {row.get('bytes')} bytes"
+    if sha256_file(p) != row.get("sha256"):
+        return "SHA-256 mismatch"
+    return None

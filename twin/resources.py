@@ -1,0 +1,93 @@
+"""Size, memory and time of a scan before it runs (so a run that cannot fit is refused early).
+
+The estimates are arithmetic on the scenario: detector pixels, views, phantom grids and the
+reconstructed volume. Times use throughputs measured by ``python -m bench`` on a 2-core CPU
+(``docs/benchmarks.md``); on another machine they are only an order of magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from twin.scenario import ScanSpec
+
+#: Ray samples (voxel steps) per second of the label-volume projector, 2 CPU cores.
+CPU_RAY_SAMPLES_PER_S = 5.0e7
+#: Voxel updates per second of FDK backprojection, 2 CPU cores.
+CPU_VOXEL_UPDATES_PER_S = 3.0e8
+BYTES_LABEL = 1
+
+
+def available_bytes() -> int:
+    """Physical memory of this machine (or ``XRM_TWIN_MAX_BYTES``)."""
+    if os.environ.get("XRM_TWIN_MAX_BYTES"):
+        return int(os.environ["XRM_TWIN_MAX_BYTES"])
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError):
+        return 16 * 2 ** 30
+
+
+def estimate(spec: ScanSpec) -> dict[str, Any]:
+    """Sizes (bytes), ray samples and CPU time estimates of a scenario.
+
+    Returns
+    -------
+    dict with ``projections_bytes`` (uint16 on disk), ``recon_input_bytes`` (float32 line
+    integrals held by the reconstruction), ``volume_bytes``, ``phantom_bytes``,
+    ``peak_bytes`` (the largest stage), ``ray_samples``, ``voxel_updates``,
+    ``cpu_time_s`` (simulate + reconstruct, 2 cores).
+    """
+    from twin.plan import phantom_voxel_um, resolve_geometry
+
+    g = resolve_geometry(spec)
+    d = spec.detector
+    frames = g.n_views + int(d["flats"]) + int(d["darks"])
+    pix = g.rows * g.cols
+    proj_bytes = frames * pix * 2
+    recon_in = g.n_views * pix * 4
+    n_xy = g.cols
+    volume_bytes = n_xy * n_xy * g.rows * 4
+    phantom_bytes = 0
+    grid_n = n_xy
+    if spec.phantom["kind"] != "parts":
+        vox_um = phantom_voxel_um(spec, g)
+        voi = spec.phantom.get("voi")
+        if voi:
+            n = [max(1, math.ceil(s * 1000 / vox_um)) for s in voi["size_mm"]]
+            phantom_bytes = n[0] * n[1] * n[2] * BYTES_LABEL
+            grid_n = max(n)
+        else:
+            fov = g.field_of_view_mm
+            n = [math.ceil(fov[0] * 1000 / vox_um)] * 2 + [math.ceil(fov[1] * 1000 / vox_um)]
+            phantom_bytes = n[0] * n[1] * n[2] * BYTES_LABEL
+            grid_n = max(n)
+    ss = int(spec.geometry["supersample"])
+    ray_samples = g.n_views * pix * ss * ss * grid_n * 1.3
+    voxel_updates = g.n_views * n_xy * n_xy * g.rows
+    peak = max(proj_bytes // 2 + recon_in + volume_bytes, phantom_bytes * 3 + 256 * 2 ** 20)
+    return {"projections_bytes": proj_bytes, "recon_input_bytes": recon_in, "volume_bytes": volume_bytes,
+            "phantom_bytes": phantom_bytes, "peak_bytes": peak, "ray_samples": ray_samples,
+            "voxel_updates": voxel_updates,
+            "cpu_time_s": ray_samples / CPU_RAY_SAMPLES_PER_S + voxel_updates / CPU_VOXEL_UPDATES_PER_S}
+
+
+def gib(n: float) -> str:
+    return f"{n / 2 ** 30:.1f} GiB"
+
+
+def check_fits(spec: ScanSpec) -> dict[str, Any]:
+    """Raise :class:`XrmInputError` when the scan's peak memory exceeds this machine's."""
+    from twin.errors import XrmInputError
+
+    est = estimate(spec)
+    have = available_bytes()
+    if est["peak_bytes"] > 0.85 * have:
+        raise XrmInputError(
+            f"scenario {spec.name!r} at full scale needs about {gib(est['peak_bytes'])} of memory "
+            f"(projections {gib(est['recon_input_bytes'])} as float32, volume {gib(est['volume_bytes'])}, "
+            f"phantom grid {gib(est['phantom_bytes'])}) and about {est['cpu_time_s'] / 3600:.1f} h on 2 CPU "
+            f"cores; this machine has {gib(have)}. Run it with --preview, or on a larger machine / GPU.")
+    return est
