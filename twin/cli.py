@@ -73,16 +73,27 @@ def simulate(
 ) -> None:
     """Simulate projections (`projections.h5`, NXtomo) and the ground truth (`truth.h5`).
 
+    SCENARIO may also be a plan file (`.pkl`, from `xrm-twin plan`).
+
     Example: `xrm-twin simulate nimh-zoom --set geometry.projections=90 --out runs/zoom`
     """
     try:
         from twin.scenario import load_scenario
-        from twin.simulate import simulate_to
+        from twin.simulate import simulate_plan, simulate_to
 
         overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
-        spec = load_scenario(scenario, overrides)
-        _prepare_out(out, force, "projections.h5")
-        result = simulate_to(spec, out, arch=arch, quiet=_state["quiet"])
+        if scenario.endswith(".pkl"):
+            from twin.planfile import load_plan
+
+            if overrides:
+                raise XrmInputError("--set and --seed do not apply to a resolved plan file")
+            plan = load_plan(scenario)
+            _prepare_out(out, force, "projections.h5")
+            result = simulate_plan(plan, out, arch=arch, quiet=_state["quiet"])
+        else:
+            spec = load_scenario(scenario, overrides)
+            _prepare_out(out, force, "projections.h5")
+            result = simulate_to(spec, out, arch=arch, quiet=_state["quiet"])
         for w in result.get("warnings", []):
             console.print(f"[yellow]warning:[/] {w}")
         if not _state["quiet"]:
@@ -90,6 +101,35 @@ def simulate(
                           f"voxel {result['geometry']['voxel_size_um']:.3f} um, "
                           f"{result['timing_s']['simulate']:.1f} s")
     except BaseException as exc:  # noqa: BLE001 - mapped to exit codes
+        _fail(exc)
+
+
+@app.command()
+def plan(
+    scenario: str = typer.Argument(..., help="Scenario TOML path or built-in name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Plan file to write (.pkl)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a key."),
+    preview: bool = typer.Option(False, help="Resolve the preview version."),
+) -> None:
+    """Resolve a scenario into a plan file (spectra, attenuation, phantom grids, geometry) that
+    `xrm-twin simulate PLAN.pkl` runs where SpekPy, xraydb and trimesh are absent (GPU nodes).
+
+    Example: `xrm-twin plan nimh-zoom --out zoom.pkl`, then on the GPU node
+    `xrm-twin simulate zoom.pkl --arch cuda --out runs/zoom`
+    """
+    try:
+        from twin.plan import resolve
+        from twin.planfile import save_plan
+        from twin.preview import preview_spec
+        from twin.scenario import load_scenario
+
+        spec = load_scenario(scenario, list(set_))
+        if preview:
+            spec, _ = preview_spec(spec)
+        save_plan(resolve(spec), out)
+        if not _state["quiet"]:
+            console.print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+    except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 
 

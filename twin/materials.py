@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
-import xraydb
 
 from twin.errors import XrmInputError, unknown
 
@@ -30,9 +29,16 @@ __all__ = [
 ]
 
 
+def _xraydb():
+    """xraydb, imported on first use (a resolved plan runs without it, e.g. on a GPU node)."""
+    import xraydb
+
+    return xraydb
+
+
 @lru_cache(maxsize=4096)
 def _mass_attenuation_cm2_g(element: str, energies_ev: tuple[float, ...]) -> np.ndarray:
-    return np.asarray(xraydb.mu_elam(element, np.asarray(energies_ev), kind="total"), float)
+    return np.asarray(_xraydb().mu_elam(element, np.asarray(energies_ev), kind="total"), float)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,7 @@ class Material:
 
 def formula_mass_fractions(formula: str) -> tuple[tuple[str, float], ...]:
     """Mass fractions of the elements of a chemical formula (e.g. ``"LiFePO4"``)."""
+    xraydb = _xraydb()
     try:
         counts = xraydb.chemparse(formula)
     except Exception as exc:  # xraydb raises a bare Exception on bad formulas
@@ -271,6 +278,7 @@ def get_material(name: str, density_g_cm3: float | None = None) -> Material:
         mat = lib[lower[key.lower()]]
         return mat.with_density(density_g_cm3) if density_g_cm3 is not None else mat
     # element symbol with tabulated density
+    xraydb = _xraydb()
     try:
         z = xraydb.atomic_number(key)
     except Exception:

@@ -17,11 +17,25 @@ _log = logging.getLogger("xrm_twin")
 _current: str | None = None
 
 
+def _quiet_init(**kwargs) -> None:
+    """``ti.init`` without its "Starting on arch" print (logged at debug level instead)."""
+    import contextlib
+    import io
+
+    import taichi as ti
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ti.init(**kwargs)
+    if buf.getvalue().strip():
+        _log.debug(buf.getvalue().strip())
+
+
 def _cuda_available() -> bool:
     import taichi as ti
 
     try:
-        ti.init(arch=ti.cuda, offline_cache=True, log_level=ti.ERROR)
+        _quiet_init(arch=ti.cuda, offline_cache=True, log_level=ti.ERROR)
     except Exception:
         return False
     return ti.lang.impl.current_cfg().arch == ti.cuda
@@ -58,7 +72,7 @@ def init_taichi(arch: str = "auto", *, cpu_threads: int | None = None) -> str:
     kwargs = dict(common)
     if cpu_threads:
         kwargs["cpu_max_num_threads"] = int(cpu_threads)
-    ti.init(arch=ti.cpu, **kwargs)
+    _quiet_init(arch=ti.cpu, **kwargs)
     _current = "cpu"
     return _current
 

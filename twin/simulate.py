@@ -69,6 +69,15 @@ def simulate_to(spec: ScanSpec, out_dir: str | Path, *, arch: str = "auto", quie
     t0 = time.perf_counter()
     used_arch = init_taichi(arch)
     plan = resolve(spec)
+    return simulate_plan(plan, out_dir, arch=used_arch, quiet=quiet, t0=t0)
+
+
+def simulate_plan(plan: Plan, out_dir: str | Path, *, arch: str = "auto", quiet: bool = False,
+                  t0: float | None = None) -> dict[str, Any]:
+    """Simulate a resolved :class:`Plan` (e.g. loaded from a plan file on a GPU node)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    used_arch = init_taichi(arch)
+    spec = plan.spec
     g = plan.geometry
     dtype = output_dtype(plan)
     need = plan.bytes_per_view_chunk(1) + 2 * g.rows * g.cols * 8

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 DUPLEX_SPACINGS_MM = (0.8, 0.63, 0.5, 0.4, 0.32, 0.25, 0.2, 0.16, 0.13, 0.1, 0.08, 0.063, 0.05)
+#: Nominal hole centres (y, z) in the detector plane (mm) and their radius in pixels (the
+#: evaluation's); the foil's holes are 0.5 mm (big) and 0.25 mm in radius.
 HOLES_DETECTOR_MM = [(-160, -140, 133)] + [(y, z, 66) for z in (205, 0, -205) for y in (205, 0, -205)]
 
 
@@ -117,9 +119,9 @@ def hole_foil_triangles(scenario: dict, thickness_mm: float = 0.1) -> np.ndarray
         t = ((c_w - src.center) @ normal) / (d @ normal)
         q = src.center + t * d
         local = (q - c_w) @ b_w.T
-        pitch = scenario["detector"]["pixel_pitch"]["u"]["value"]
-        holes.append((local[1], local[2], r_px * pitch * t))
-    return plate_with_holes(14.0, thickness_mm, holes)
+        holes.append((local[1], local[2], 0.5 if r_px > 100 else 0.25))
+    size = 2.0 * (max(max(abs(y), abs(z)) for y, z, _ in holes) + 1.5)
+    return plate_with_holes(size, thickness_mm, holes)
 
 
 def duplex_wire_triangles(length_mm: float = 15.0, pitch_mm: float = 3.9, tilt_deg: float = 3.0,
