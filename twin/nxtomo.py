@@ -45,6 +45,7 @@ def write_nxtomo(path, geometry: ScanGeometry, chunks: Iterable[Any], flats: np.
     Darks come first, then flats, then the projections, each tagged by ``image_key``.
     Returns a dict of totals gathered while writing (``ray_samples``).
     """
+    source = dict(source or {})
     nd, nf, nv = len(darks), len(flats), geometry.n_views
     n = nd + nf + nv
     totals = {"ray_samples": 0}
@@ -54,13 +55,20 @@ def write_nxtomo(path, geometry: ScanGeometry, chunks: Iterable[Any], flats: np.
             entry = _nx(f.create_group("entry"), "NXentry")
             entry["definition"] = "NXtomo"
             entry.attrs["default"] = "data"
+            entry.attrs["version"] = 1.1  # NXtomo path layout version (as ESRF's nxtomo reads it)
             inst = _nx(entry.create_group("instrument"), "NXinstrument")
             src = _nx(inst.create_group("source"), "NXsource")
             src["name"] = "transmission-target tungsten tube (SpekPy model)"
             src["type"] = "Fixed Tube X-ray"
             src["probe"] = "x-ray"
             for k, v in (source or {}).items():
-                src[k] = v
+                if k != "mean_energy_kev":
+                    src[k] = v
+            if source and "mean_energy_kev" in source:
+                beam = _nx(inst.create_group("beam"), "NXbeam")
+                beam["incident_energy"] = float(source.pop("mean_energy_kev"))
+                beam["incident_energy"].attrs["units"] = "keV"
+                beam["incident_energy"].attrs["description"] = "photon-weighted mean energy of the spectrum"
             det = _nx(inst.create_group("detector"), "NXdetector")
             data = det.create_dataset("data", shape=(n, geometry.rows, geometry.cols), dtype=dtype,
                                       chunks=(1, geometry.rows, geometry.cols))

@@ -88,7 +88,8 @@ def simulate_plan(plan: Plan, out_dir: str | Path, *, arch: str = "auto", quiet:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     flats, darks = flats_and_darks(plan)
-    source = {"voltage": plan.spectrum.kvp, "power": plan.spectrum.power_w}
+    source = {"voltage": plan.spectrum.kvp, "power": plan.spectrum.power_w,
+              "mean_energy_kev": plan.spectrum.mean_energy_kev}
     with progress_bar("simulate", total=g.n_views, quiet=quiet) as advance:
         totals = write_nxtomo(out / "projections.h5", g, iter_projections(plan, arch=used_arch,
                                                                           progress=advance),

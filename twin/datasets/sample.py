@@ -31,6 +31,7 @@ import errno
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -41,7 +42,7 @@ import h5py
 import numpy as np
 
 from twin import __version__
-from twin.atomic import atomic_path, write_text_atomic
+from twin.atomic import atomic_path
 from twin.errors import XrmInputError
 from twin.scenario import ScanSpec, validate
 
@@ -65,6 +66,13 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, OSError) and ("No space left" in text or "errno = 28" in text)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically, world-readable (0644: shared folders on clusters)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o644)
 
 
 def shard_name(index: int) -> str:
@@ -163,45 +171,61 @@ def _inside(part: Mapping[str, Any], x: np.ndarray, y: np.ndarray, z: np.ndarray
 def parts_labels(spec: ScanSpec) -> dict[str, Any]:
     """Exact labels of a ``kind = "parts"`` scene on :func:`label_grid_for`'s grid.
 
-    A voxel takes the part that contains its centre; where parts nest, the inner part wins
-    (the nesting and priorities the projector uses, :func:`twin.meshes.nesting`). Label 0 is
-    the background, label ``k`` the ``k``-th distinct material in part order (the projector's
+    A voxel takes the part that contains its centre; where parts nest, the inner part wins,
+    as in the projector (a part whose voxels all lie in another part is inside it; equal
+    footprints are ordered by ``priority``, the higher one inside). Label 0 is the
+    background, label ``k`` the ``k``-th distinct material in part order (the projector's
     material slots); ``instances`` holds the part index + 1.
     """
-    from twin.meshes import nesting
-    from twin.plan import parts_scene
+    from twin.materials import get_material
+    from twin.meshes import load_mesh_file
 
     parts = list(spec.phantom["parts"])
     if any(isinstance(p, Mapping) and p.get("shape") == "labels" for p in parts):
         raise XrmInputError("datasets label kind = \"parts\" scenes of meshes and primitives; "
                             "voxel parts (shape = \"labels\") are not supported")
-    base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
-    meshes = parts_scene(parts, base_dir)
-    inside = nesting(list(meshes))
-    depth = inside.sum(axis=0)
-    slots: list = []
-    for m in meshes:
-        if m.material not in slots:
-            slots.append(m.material)
     shape, vox, origin = label_grid_for(spec)
     nz, ny, nx = shape
     x = (origin[0] + np.arange(nx) * vox / 1000.0)[None, None, :]
     y = (origin[1] + np.arange(ny) * vox / 1000.0)[None, :, None]
     z = (origin[2] + np.arange(nz) * vox / 1000.0)[:, None, None]
+    mats, masks = [], []
+    for p in parts:
+        mats.append(get_material(p["material"], p.get("density_g_cm3")))
+        tri = None
+        if p.get("shape", "mesh") == "mesh":
+            tri = load_mesh_file(p["file"], repair=bool(p.get("repair", False)),
+                                 scale_to_mm=float(p.get("scale_to_mm", 1.0)))
+        masks.append(np.broadcast_to(_inside(p, x, y, z, tri), shape))
+    n = len(parts)
+    prio = [p.get("priority") for p in parts]
+    depth = np.zeros(n, int)
+    for q in range(n):
+        if not masks[q].any():
+            continue
+        for o in range(n):
+            if o == q or not masks[o].any():
+                continue
+            if np.array_equal(masks[q], masks[o]):
+                inner = (prio[q] or 0, q) > (prio[o] or 0, o)
+            else:
+                inner = not np.any(masks[q] & ~masks[o])
+            depth[q] += int(inner)
+    slots: list = []
+    for m in mats:
+        if m not in slots:
+            slots.append(m)
     dtype = np.uint8 if len(slots) < 255 else np.uint16
     labels = np.zeros(shape, dtype)
     instances = np.zeros(shape, np.int32)
-    for i in sorted(range(len(parts)), key=lambda k: (int(depth[k]), k)):
-        mask = np.broadcast_to(_inside(parts[i], x, y, z, meshes[i].triangles), shape)
-        labels[mask] = slots.index(meshes[i].material) + 1
-        instances[mask] = i + 1
-    names = ["background"]
-    for s in slots:
-        names.append(next(m.name for m in meshes if m.material == s))
-    materials = [{"label": 0, "name": "background", "material": "Air", "density_g_cm3": 0.0}]
+    for i in sorted(range(n), key=lambda k: (int(depth[k]), k)):
+        labels[masks[i]] = slots.index(mats[i]) + 1
+        instances[masks[i]] = i + 1
+    materials = [{"label": 0, "name": "background", "material": "air", "density_g_cm3": 0.0}]
     for k, s in enumerate(slots, start=1):
-        materials.append({"label": k, "name": names[k], "material": s.name,
-                          "density_g_cm3": float(s.density_g_cm3)})
+        first = next(i for i in range(n) if mats[i] == s)
+        materials.append({"label": k, "name": str(parts[first].get("name", f"part{first}")),
+                          "material": s.name, "density_g_cm3": float(s.density_g_cm3)})
     return {"labels": labels, "instances": instances, "voxel_size_um": vox, "origin_mm": origin,
             "materials": materials}
 
@@ -211,7 +235,8 @@ def void_defects(voids, materials: list[dict]) -> list[dict]:
     rows = []
     for k, v in enumerate(voids, start=1):
         r = float(v["radius_mm"])
-        label = next((m["label"] for m in materials if m["name"] == v["name"]), -1)
+        label = next((m["label"] for m in materials
+                      if m["label"] > 0 and m["material"].lower() == str(v["material"]).lower()), -1)
         rows.append({"id": k, "type": "void", "label": int(label), "name": v["name"],
                      "material": v["material"], "center_mm": [float(c) for c in v["center_mm"]],
                      "size_um": 2000.0 * r, "volume_mm3": 4.0 / 3.0 * math.pi * r ** 3,
@@ -386,6 +411,7 @@ def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, 
             content, draw = build_sample(spec, index, work)
             with atomic_path(final) as tmp:
                 write_shard(tmp, content, spec.store["compression"])
+                os.chmod(tmp, 0o644)
                 digest = sha256_file(tmp)
                 size = tmp.stat().st_size
         finally:

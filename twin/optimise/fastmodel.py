@@ -21,8 +21,11 @@ FDK (:mod:`recon.fdk`):
    band-limited to ``f_r, |f_z| <= 1/(2 d)`` (``d`` the voxel size).
 5. **FDK noise power.** Ramp-filtered backprojection of white projection noise over ``N``
    views: ``NPS(f) = (pi / N) d^2 sigma_p^2 |f_r| sinc^4(f_r d) sinc^4(f_z d)`` in band (the
-   quantum part times the squared screen MTF), plus the noise that interpolation aliases back,
-   modelled as white and calibrated on the twin's FDK (:data:`FDK_ALIAS_FACTOR`).
+   quantum part times the squared screen MTF). The bilinear interpolation of the backprojector
+   also passes spectral images of the ramp-filtered noise, which land at in-plane frequencies
+   beyond ``1/(2d)`` (the corners of the voxel grid's band): they raise the voxel variance by
+   :data:`FDK_ALIAS_FACTOR` (calibrated on the twin's FDK) but leave the NPS where a defect's
+   signal lives unchanged, so they enter the CNR and not d'.
 6. **Detectability.** ``d'^2 = [int W^2 TTF^2]^2 / int W^2 TTF^2 NPS`` with
    ``W = dmu |F{s}|`` (``recon.detectability``: NPW observer), the peak CNR
    ``|dmu| (s * PSF)(0) / sigma_voxel``, and POD (MIL-HDBK-1823A a-hat form with the observer's
@@ -635,10 +638,11 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
     Kq, Kr = I["Kq"][inv], I["Kr"][inv]
     d = vox
     pref = (math.pi / views) * d * d  # NPS = pref * sigma_p^2 * shape
-    extra = FDK_ALIAS_FACTOR - 1.0
     var_vox = pref * (sq2 * Kq + sr2 * Kr) * FDK_ALIAS_FACTOR  # (1/mm)^2
-    den = pref[:, None] * (sq2[:, None] * (Jq + extra * Kq[:, None] * d[:, None] ** 3 * J0)
-                           + sr2[:, None] * (Jr + extra * Kr[:, None] * d[:, None] ** 3 * J0))
+    # the aliased part of the noise lies at in-plane frequencies beyond 1/(2 d) (the corners
+    # of the voxel grid's band), where the task's W^2 TTF^2 is negligible: it adds to the
+    # voxel variance (CNR) but not to the NPW denominator
+    den = pref[:, None] * (sq2[:, None] * Jq + sr2[:, None] * Jr)
     with np.errstate(divide="ignore", invalid="ignore"):
         dprime_all = np.where(den > 0, np.abs(dmu)[:, None] * J0 / np.sqrt(den), np.inf)
         cnr = None
