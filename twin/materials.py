@@ -253,6 +253,13 @@ def named_materials() -> dict[str, Material]:
     return lib
 
 
+#: Common names accepted for named materials (case-insensitive).
+ALIASES = {"aluminium": "Al", "aluminum": "Al", "copper": "Cu", "nickel": "Ni", "iron": "Fe",
+           "tungsten": "W", "beryllium": "Be", "titanium": "Ti", "sodium": "Na", "lithium": "Li",
+           "stainless_steel": "SS304", "polypropylene": "PP", "polyethylene": "PE", "nylon": "PA6",
+           "kapton": "Kapton", "glass_fibre": "borosilicate", "lfp": "LiFePO4", "carbon": "graphite"}
+
+
 def get_material(name: str, density_g_cm3: float | None = None) -> Material:
     """Look up a material by name, element symbol or chemical formula.
 
@@ -274,6 +281,7 @@ def get_material(name: str, density_g_cm3: float | None = None) -> Material:
     lib = named_materials()
     lower = {k.lower(): k for k in lib}
     key = name.strip()
+    key = ALIASES.get(key.lower().replace(" ", "_"), key)
     if key.lower() in lower:
         mat = lib[lower[key.lower()]]
         return mat.with_density(density_g_cm3) if density_g_cm3 is not None else mat
@@ -297,7 +305,17 @@ def get_material(name: str, density_g_cm3: float | None = None) -> Material:
         except XrmInputError:
             pass
         else:
-            err = unknown("material", name, list(lib))
+            err = unknown("material", name, list(lib) + list(ALIASES))
             raise XrmInputError(f"{err} (if {name!r} is a chemical formula, give "
                                 "density_g_cm3 with it)")
-    raise unknown("material", name, list(lib))
+    raise unknown("material", name, list(lib) + list(ALIASES))
+
+
+def materials_markdown() -> str:
+    """The named materials as a markdown table (docs/materials.md)."""
+    lines = ["| name | density (g/cm3) | composition |", "|---|---|---|"]
+    for name, m in sorted(named_materials().items(), key=lambda kv: kv[0].lower()):
+        lines.append(f"| `{name}` | {m.density_g_cm3:.4g} | {m.describe()} |")
+    lines.append("")
+    lines.append("Aliases: " + ", ".join(f"`{a}` = `{b}`" for a, b in sorted(ALIASES.items())))
+    return "\n".join(lines)
