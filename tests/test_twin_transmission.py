@@ -5,6 +5,8 @@ The reference integral is written here with SpekPy's spectrum and ``xraydb.mater
 shared. Energy-integrating detector: weight E (ideal) or E (1 - exp(-mu_CsI t)).
 """
 
+import functools
+
 import numpy as np
 import pytest
 import spekpy
@@ -18,9 +20,14 @@ DENSITY = {"Al": 2.70, "Fe": 7.874, "Cu": 8.96, "CsI": 4.51}
 FILTERS = {"Air": [], "LE3": [("Al", 0.6)], "HE2": [("Cu", 0.2)]}
 
 
-def reference_transmission(kvp, filt, material, thickness_mm, scint=None):
+@functools.lru_cache(maxsize=None)
+def spekpy_spectrum(kvp):
     s = spekpy.Spek(kvp=kvp, th=-90, targ="W", trans=True, thick=5.0, dk=1.0)
-    e_kev, flu = s.get_spectrum()
+    return s.get_spectrum()
+
+
+def reference_transmission(kvp, filt, material, thickness_mm, scint=None):
+    e_kev, flu = spekpy_spectrum(kvp)
     e_ev = e_kev * 1000.0
     # exit window (0.25 mm diamond) and filter, 1/cm from xraydb
     att = xraydb.material_mu("C", e_ev, density=3.51) * 0.025
