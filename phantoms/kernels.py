@@ -33,7 +33,7 @@ def _kernels() -> dict[str, Any]:
     @ti.kernel
     def sheets(labels: ti.types.ndarray(dtype=ti.u8, ndim=3),
                inst: ti.types.ndarray(dtype=ti.i32, ndim=3),
-               prim: ti.types.ndarray(dtype=ti.f32, ndim=2),
+               prim: ti.types.ndarray(dtype=ti.f64, ndim=2),
                ids: ti.types.ndarray(dtype=ti.i32, ndim=1),
                host: ti.types.ndarray(dtype=ti.u8, ndim=1),
                new_label: ti.i32, write_inst: ti.i32):
@@ -54,8 +54,8 @@ def _kernels() -> dict[str, Any]:
             for k in range(k0, k1 + 1):
                 for j in range(j0, j1 + 1):
                     for i in range(i0, i1 + 1):
-                        q = ti.Vector([ti.cast(i, ti.f32), ti.cast(j, ti.f32),
-                                       ti.cast(k, ti.f32)]) - c
+                        q = ti.Vector([ti.cast(i, ti.f64), ti.cast(j, ti.f64),
+                                       ti.cast(k, ti.f64)]) - c
                         a = ti.min(ti.max(q.dot(u), -hl), hl)
                         b = ti.min(ti.max(q.dot(v), -hw), hw)
                         d = q - a * u - b * v
@@ -69,7 +69,7 @@ def _kernels() -> dict[str, Any]:
     @ti.kernel
     def slabs(labels: ti.types.ndarray(dtype=ti.u8, ndim=3),
               inst: ti.types.ndarray(dtype=ti.i32, ndim=3),
-              prim: ti.types.ndarray(dtype=ti.f32, ndim=2),
+              prim: ti.types.ndarray(dtype=ti.f64, ndim=2),
               ids: ti.types.ndarray(dtype=ti.i32, ndim=1),
               host: ti.types.ndarray(dtype=ti.u8, ndim=1),
               new_label: ti.i32, write_inst: ti.i32, elliptic: ti.i32):
@@ -90,8 +90,8 @@ def _kernels() -> dict[str, Any]:
             for k in range(k0, k1 + 1):
                 for j in range(j0, j1 + 1):
                     for i in range(i0, i1 + 1):
-                        q = ti.Vector([ti.cast(i, ti.f32), ti.cast(j, ti.f32),
-                                       ti.cast(k, ti.f32)]) - c
+                        q = ti.Vector([ti.cast(i, ti.f64), ti.cast(j, ti.f64),
+                                       ti.cast(k, ti.f64)]) - c
                         t = q.dot(n)
                         a = q.dot(u) / ha
                         b = q.dot(v) / hb
@@ -134,7 +134,7 @@ def paint_rounded_sheets(labels: np.ndarray, prim: np.ndarray, *, hosts: Sequenc
     ----------
     labels : ndarray of uint8, shape (nz, ny, nx), C-contiguous
         Modified in place.
-    prim : ndarray of float32, shape (n, 12)
+    prim : ndarray of float64, shape (n, 12)
         Per solid: centre (x, y, z), unit axis u (3), unit axis v (3) orthogonal to u, half
         length along u, half width along v, radius; all in voxels.
     hosts : sequence of int
@@ -148,7 +148,7 @@ def paint_rounded_sheets(labels: np.ndarray, prim: np.ndarray, *, hosts: Sequenc
         return
     inst, w = _inst_arg(instances)
     ids = np.zeros(len(prim), np.int32) if ids is None else np.ascontiguousarray(ids, np.int32)
-    _kernels()["sheets"](labels, inst, np.ascontiguousarray(prim, np.float32), ids,
+    _kernels()["sheets"](labels, inst, np.ascontiguousarray(prim, np.float64), ids,
                          host_table(hosts, new_label), int(new_label), w)
 
 
@@ -159,7 +159,7 @@ def paint_slabs(labels: np.ndarray, prim: np.ndarray, *, hosts: Sequence[int], n
 
     Parameters
     ----------
-    prim : ndarray of float32, shape (n, 15)
+    prim : ndarray of float64, shape (n, 15)
         Per solid: centre (3), unit normal n (3), unit in-plane axes u (3) and v (3), half
         thickness along n, half extents along u and v; voxels.
     elliptic : bool
@@ -170,5 +170,5 @@ def paint_slabs(labels: np.ndarray, prim: np.ndarray, *, hosts: Sequence[int], n
         return
     inst, w = _inst_arg(instances)
     ids = np.zeros(len(prim), np.int32) if ids is None else np.ascontiguousarray(ids, np.int32)
-    _kernels()["slabs"](labels, inst, np.ascontiguousarray(prim, np.float32), ids,
+    _kernels()["slabs"](labels, inst, np.ascontiguousarray(prim, np.float64), ids,
                         host_table(hosts, new_label), int(new_label), w, int(bool(elliptic)))

@@ -9,7 +9,7 @@ bounded for 1024^3 grids.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +26,7 @@ class Primitive:
 
     label: int
     name: str
+    instance_id: int = 0
 
     def bbox_mm(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -262,10 +263,11 @@ def annulus_mesh(r_in, r_out, z0, z1, cx=0.0, cy=0.0):
     return m.apply_translation((cx, cy, (z0 + z1) / 2))
 
 
-def paint_primitives(labels: np.ndarray, grid: GridSpec, prims) -> None:
+def paint_primitives(labels: np.ndarray, grid: GridSpec, prims, instances=None) -> None:
     """Paint primitives in order into ``labels`` (nz, ny, nx), slab by slab along z.
 
-    Each primitive is evaluated only on the voxels of its bounding box.
+    Each primitive is evaluated only on the voxels of its bounding box. Primitives with a
+    non-zero ``instance_id`` also write it into ``instances`` (when given).
     """
     nz, ny, nx = grid.shape_zyx
     step = max(1, _SLAB_VOXELS // max(ny * nx, 1))
@@ -281,4 +283,11 @@ def paint_primitives(labels: np.ndarray, grid: GridSpec, prims) -> None:
             if a >= b:
                 continue
             sub = labels[a:b, ys_, xs_]
-            p.paint(sub, xs[xs_][None, None, :], ys[ys_][None, :, None], zs[a:b][:, None, None])
+            X, Y, Z = xs[xs_][None, None, :], ys[ys_][None, :, None], zs[a:b][:, None, None]
+            iid = getattr(p, "instance_id", 0)
+            if iid and instances is not None:
+                m = p.mask(X, Y, Z)
+                sub[m] = p.label
+                instances[a:b, ys_, xs_][m] = iid
+            else:
+                p.paint(sub, X, Y, Z)

@@ -81,7 +81,7 @@ def task_signal(kind: str, size_um: float, voxel_size_um: float, *,
     axes = [(np.arange(s * ss) + 0.5) / ss - 0.5 - cc for s, cc in zip(shape, c)]
     z, y, x = np.meshgrid(*[a * vs for a in axes], indexing="ij", sparse=True)  # um
     if kind in ("void", "inclusion"):
-        inside = x * x + y * y + z * z <= (size_um / 2.0) ** 2
+        inside = (x * x + y * y + z * z <= (size_um / 2.0) ** 2).astype(np.float32)
     else:
         t = float(thickness_um) if thickness_um else vs
         nrm = np.asarray(orientation, float)
@@ -90,9 +90,15 @@ def task_signal(kind: str, size_um: float, voxel_size_um: float, *,
         nrm = nrm / np.linalg.norm(nrm)
         along = x * nrm[0] + y * nrm[1] + z * nrm[2]
         r2 = x * x + y * y + z * z - along * along
-        inside = (np.abs(along) <= t / 2.0) & (r2 <= (size_um / 2.0) ** 2)
+        # a sheet thinner than the sub-samples aliases when point-sampled: each sub-sample
+        # takes the overlap of its own extent h along the normal with the sheet, / h
+        h = vs / ss
+        overlap = np.clip(np.minimum(t / 2, along + h / 2) - np.maximum(-t / 2, along - h / 2),
+                          0.0, None) / h
+        inside = (overlap * (r2 <= (size_um / 2.0) ** 2)).astype(np.float32)
     inside = np.broadcast_to(inside, tuple(s * ss for s in shape))
-    return inside.reshape(shape[0], ss, shape[1], ss, shape[2], ss).mean(axis=(1, 3, 5))
+    return inside.reshape(shape[0], ss, shape[1], ss, shape[2], ss).mean(axis=(1, 3, 5),
+                                                                           dtype=np.float64)
 
 
 def task_function(signal: np.ndarray, contrast_per_mm: float, voxel_size_um: float) -> np.ndarray:

@@ -106,7 +106,7 @@ def cnr_pairs(volume: np.ndarray, labels: np.ndarray, names: Mapping[int, str], 
     nm = dict(names)
     if include_background:
         nm.setdefault(0, "air")
-        work = lab.astype(np.int64) + 1  # background becomes 1 so it counts as touching
+        work = lab.astype(np.int32) + 1  # background becomes 1 so it counts as touching
         pairs = [(a - 1, b - 1) for a, b in touching_pairs(work, min_contact_voxels=min_contact_voxels)]
     else:
         pairs = touching_pairs(lab, min_contact_voxels=min_contact_voxels)
@@ -125,10 +125,17 @@ def cnr_pairs(volume: np.ndarray, labels: np.ndarray, names: Mapping[int, str], 
 
 
 # ------------------------------------------------------------------------------------ MTF
-def fit_circle_center(image: np.ndarray, *, level: float | None = None) -> tuple[float, float, float]:
-    """Centre (row, col) and radius (pixels) of a bright disc from the thresholded area.
+def fit_circle_center(image: np.ndarray, *, level: float | None = None
+                      ) -> tuple[float, float, float, float]:
+    """Centre and outer radius of a bright disc or tube cross-section (thresholded area).
 
-    ``level`` defaults to the Otsu threshold. Returns (row, col, radius).
+    ``level`` defaults to the Otsu threshold. The largest bright component's holes are filled,
+    so for a tube (a can) the outer edge is found.
+
+    Returns
+    -------
+    (row, col, radius, inner_radius)
+        Pixels; ``inner_radius`` is 0 for a solid disc.
     """
     from skimage.filters import threshold_otsu
 
@@ -140,9 +147,11 @@ def fit_circle_center(image: np.ndarray, *, level: float | None = None) -> tuple
     lab, n = ndi.label(m)
     big = np.argmax(np.bincount(lab.ravel())[1:]) + 1
     m = lab == big
-    r, c = ndi.center_of_mass(m)
-    rad = float(np.sqrt(np.count_nonzero(m) / np.pi))
-    return float(r), float(c), rad
+    filled = ndi.binary_fill_holes(m)
+    r, c = ndi.center_of_mass(filled)
+    rad = float(np.sqrt(np.count_nonzero(filled) / np.pi))
+    inner = float(np.sqrt(np.count_nonzero(filled & ~m) / np.pi))
+    return float(r), float(c), rad, inner
 
 
 def radial_esf(volume: np.ndarray, *, center_rc: tuple[float, float] | None = None,
@@ -175,7 +184,7 @@ def radial_esf(volume: np.ndarray, *, center_rc: tuple[float, float] | None = No
     if v.ndim != 3:
         raise XrmInputError(f"MTF needs a 2-D slice or a 3-D stack, got shape {v.shape}")
     mean_slice = v.mean(axis=0)
-    r0, c0, rad = fit_circle_center(mean_slice)
+    r0, c0, rad, inner = fit_circle_center(mean_slice)
     if center_rc is not None:
         r0, c0 = map(float, center_rc)
     ny, nx = mean_slice.shape
@@ -193,7 +202,8 @@ def radial_esf(volume: np.ndarray, *, center_rc: tuple[float, float] | None = No
     ok = cnt > 0
     rc = (np.arange(nb) + 0.5) / oversample
     esf = np.interp(rc, rc[ok], s[ok] / cnt[ok])
-    return rc, esf, {"center_row": r0, "center_col": c0, "radius_vox": rad}
+    return rc, esf, {"center_row": r0, "center_col": c0, "radius_vox": rad,
+                     "inner_radius_vox": inner}
 
 
 def mtf_edge_cylinder(volume: np.ndarray, voxel_size_um: float, *, oversample: int = 4,
@@ -204,7 +214,8 @@ def mtf_edge_cylinder(volume: np.ndarray, voxel_size_um: float, *, oversample: i
     Parameters
     ----------
     volume : ndarray, shape (nz, ny, nx) or (ny, nx)
-        Slices through a cylinder with axis along z.
+        Slices through a bright cylinder with axis along z (a tube, e.g. a cell can, works too:
+        its outer edge is used and the window stays clear of the inner edge).
     voxel_size_um : float
         Isotropic voxel, um.
     oversample : int
@@ -238,6 +249,8 @@ def mtf_edge_cylinder(volume: np.ndarray, voxel_size_um: float, *, oversample: i
         near = np.abs(r - edge) <= 0.5 * edge
         w1090 = max(np.count_nonzero(near & (e > 0.1) & (e < 0.9)) * dr, 1.0)
         w = float(np.clip(6.0 * w1090, 10.0, 0.8 * edge))
+        if info["inner_radius_vox"] > 0:  # a tube: keep the inner edge out of the window
+            w = min(w, 0.8 * (edge - info["inner_radius_vox"]))
     else:
         w = float(window_vox)
     win = np.where(np.abs(r - edge) <= w, 0.5 * (1 + np.cos(np.pi * (r - edge) / w)), 0.0)

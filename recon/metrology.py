@@ -35,7 +35,7 @@ from recon.thickness import isotropic_voxel_um, local_thickness_um, thickness_st
 from twin.errors import XrmInputError
 
 __all__ = ["volume_mm3", "surface_mesh", "surface_area_mm2", "measure_components", "porosity",
-           "size_distribution_um", "column_thickness_map_um", "layer_profile",
+           "size_distribution_um", "pore_size_distribution_um", "column_thickness_map_um", "layer_profile",
            "layers_along_axis", "write_thickness_tiff", "write_thickness_ply"]
 
 _AXES = {"z": 0, "y": 1, "x": 2}
@@ -68,8 +68,8 @@ def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
 
 def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
                  grey: np.ndarray | None = None, level: float | None = None,
-                 origin_mm: Sequence[float] | None = None, step_size: int = 1
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 origin_mm: Sequence[float] | None = None, step_size: int = 1,
+                 cut_faces: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Marching-cubes mesh of a component's boundary.
 
     Parameters
@@ -89,6 +89,11 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
         Centre of voxel [0, 0, 0] in mm; vertices are shifted by it.
     step_size : int
         Marching-cubes step (1: full resolution).
+    cut_faces : bool
+        Where the component is cut by the array's faces (field of view), close the mesh there
+        (True) or leave it open so that only the physical surface inside the volume is meshed
+        (False, default: the data are continued across the face and triangles whose centroid
+        lies outside the array's voxel extent are dropped).
 
     Returns
     -------
@@ -102,9 +107,12 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
     mask = np.asarray(mask, bool)
     sl = _bbox(mask, _PAD)
     sub = mask[sl]
-    # pad with outside so the surface closes where the component touches the array edge
+    # The sub-array ends in background wherever it does not reach the array's faces; there,
+    # "edge" padding is background too and the surface closes. At the array's faces, "edge"
+    # padding continues the data (open surface) and constant padding closes it (cut faces).
+    mode = "constant" if cut_faces else "edge"
     if grey is None:
-        f = np.pad(sub.astype(np.float32), _PAD)
+        f = np.pad(sub.astype(np.float32), _PAD, mode=mode)
         if smooth_sigma_vox > 0:
             f = ndi.gaussian_filter(f, float(smooth_sigma_vox))
         lev, cube_mask = 0.5, None
@@ -115,36 +123,41 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
         if g.shape != mask.shape:
             raise XrmInputError(f"grey has shape {g.shape}, mask {mask.shape}; they must match")
         g = g[sl].astype(np.float32)
-        low = float(level) - abs(float(level)) - 1.0  # a value below the level to pad with
         inside_high = float(np.median(g[sub])) >= float(level)
-        pad_val = low if inside_high else 2 * float(level) - low
-        f = np.pad(g, _PAD, constant_values=pad_val)
         if not inside_high:  # mesh -grey so "inside" is always above the level
-            f, lev = -f, -float(level)
+            g, lev = -g, -float(level)
         else:
             lev = float(level)
-        cube_mask = np.pad(ndi.binary_dilation(sub, iterations=2), _PAD)
+        below = lev - abs(lev) - 1.0
+        f = np.pad(g, _PAD, constant_values=below) if cut_faces else np.pad(g, _PAD, mode="edge")
+        cube_mask = np.pad(ndi.binary_dilation(sub, iterations=2), _PAD, mode=mode)
     if f.max() <= lev or f.min() >= lev:
         raise XrmInputError("the component has no boundary at this level (too thin for the "
                             "smoothing, or a level outside the data); lower smooth_sigma_vox")
-    verts, faces, _, _ = measure.marching_cubes(f, lev, spacing=(vs / 1000.0,) * 3,
-                                                mask=cube_mask, step_size=int(step_size),
+    verts, faces, _, _ = measure.marching_cubes(f, lev, mask=cube_mask, step_size=int(step_size),
                                                 allow_degenerate=False)
-    off = np.array([s.start - _PAD for s in sl], float) * vs / 1000.0  # z, y, x mm
-    verts_zyx = verts + off
-    xyz = verts_zyx[:, ::-1].copy()
+    start = np.array([s.start for s in sl], float)
+    verts = verts - _PAD + start  # array index coordinates (z, y, x)
+    if not cut_faces:
+        cen = verts[faces].mean(axis=1)
+        inside = np.all((cen >= -0.5) & (cen <= np.array(mask.shape) - 0.5), axis=1)
+        faces = faces[inside]
+    xyz = verts[:, ::-1] * (vs / 1000.0)
     if origin_mm is not None:
-        xyz += np.asarray(origin_mm, float)
+        xyz = xyz + np.asarray(origin_mm, float)
     return xyz, faces
 
 
 def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
-                     grey: np.ndarray | None = None, level: float | None = None) -> float:
+                     grey: np.ndarray | None = None, level: float | None = None,
+                     cut_faces: bool = False) -> float:
     """Surface area in mm^2 of a component by marching cubes (see :func:`surface_mesh`)."""
     from skimage import measure
 
     verts, faces = surface_mesh(mask, voxel_size_um, smooth_sigma_vox=smooth_sigma_vox,
-                                grey=grey, level=level)
+                                grey=grey, level=level, cut_faces=cut_faces)
+    if faces.size == 0:
+        return 0.0
     return float(measure.mesh_surface_area(verts, faces))
 
 
@@ -162,7 +175,8 @@ def _grey_level(grey: np.ndarray, mask: np.ndarray) -> float:
 def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[int, str], *,
                        thickness: bool = True, smooth_sigma_vox: float = 0.7,
                        grey: np.ndarray | None = None, bins: int = 64,
-                       allow_missing: bool = False) -> dict[str, dict[str, Any]]:
+                       allow_missing: bool = False, cut_faces: bool = False
+                       ) -> dict[str, dict[str, Any]]:
     """Measure every named component of a label volume (report.json ``metrology``).
 
     Parameters
@@ -184,6 +198,9 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
         Thickness histogram bins.
     allow_missing : bool
         If True, a named label with no voxel gets zeros/None instead of raising.
+    cut_faces : bool
+        Count the faces where a component is cut by the array boundary (field of view) as
+        surface (default False: only the physical surface; see :func:`surface_mesh`).
 
     Returns
     -------
@@ -213,10 +230,10 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
         v = volume_mm3(m, vs)
         if grey is not None:
             level = _grey_level(grey, m)
-            a = surface_area_mm2(m, vs, grey=grey, level=level)
+            a = surface_area_mm2(m, vs, grey=grey, level=level, cut_faces=cut_faces)
             rec["surface_method"] = f"marching cubes on grey at mid-level {level:.6g}"
         else:
-            a = surface_area_mm2(m, vs, smooth_sigma_vox=smooth_sigma_vox)
+            a = surface_area_mm2(m, vs, smooth_sigma_vox=smooth_sigma_vox, cut_faces=cut_faces)
             rec["surface_method"] = (f"marching cubes on indicator smoothed sigma="
                                      f"{smooth_sigma_vox} voxel, level 0.5")
         rec.update(volume_mm3=v, surface_mm2=a, surface_to_volume_per_mm=a / v)
@@ -288,6 +305,37 @@ def size_distribution_um(mask: np.ndarray, voxel_size_um: float, *, min_voxels: 
             "mean_um": float(d.mean()), "d10_um": float(q[0]), "d50_um": float(q[1]),
             "d90_um": float(q[2]), "histogram": {"edges_um": edges.tolist(),
                                                  "counts": counts.tolist()}}
+
+
+def pore_size_distribution_um(pores: np.ndarray, voxel_size_um: float, *,
+                              bins: int | np.ndarray = 30) -> dict[str, Any]:
+    """Volume-weighted pore (or particle) size distribution from local thickness.
+
+    For connected networks, where :func:`size_distribution_um` would see one component, each
+    voxel takes the **diameter** of the largest inscribed sphere containing it
+    (:func:`recon.thickness.local_thickness_um`; PoreSpy's ``pore_size_distribution`` reports
+    radii of the same kind).
+
+    Returns
+    -------
+    dict
+        ``edges_um``, ``volume_fraction`` (per bin, sums to 1), ``cumulative`` (fraction of the
+        pore volume in pores smaller than each upper edge), ``d50_um`` (volume median), ``mean_um``.
+    """
+    vs = isotropic_voxel_um(voxel_size_um, what="pore size distribution")
+    pores = np.asarray(pores, bool)
+    if not pores.any():
+        raise XrmInputError("pore_size_distribution_um: the pore mask is empty")
+    d = local_thickness_um(pores, vs)[pores].astype(np.float64)
+    if isinstance(bins, (int, np.integer)):
+        edges = np.linspace(0.0, d.max() * 1.0001, int(bins) + 1)
+    else:
+        edges = np.asarray(bins, float)
+    counts, edges = np.histogram(d, bins=edges)
+    frac = counts / max(counts.sum(), 1)
+    return {"edges_um": edges.tolist(), "volume_fraction": frac.tolist(),
+            "cumulative": np.cumsum(frac).tolist(), "d50_um": float(np.median(d)),
+            "mean_um": float(d.mean())}
 
 
 def column_thickness_map_um(mask: np.ndarray, voxel_size_um: float, *, axis: str | int = "z"

@@ -3,7 +3,8 @@
 Two models (``shared/reference/metrology_detectability.md`` B2), one place each:
 
 * **hit/miss**: a GLM ``POD(a) = F(b0 + b1 ln a)`` with ``F`` the logistic (logit link) or normal
-  CDF (probit link), fitted by maximum likelihood (Newton-Raphson / Fisher scoring).
+  CDF (probit link), fitted by maximum likelihood (Newton-Raphson / Fisher scoring); optionally
+  Firth's penalised likelihood ``l + 0.5 log det I`` (logit), finite for separated data.
   ``a50 = exp(-b0/b1)``, ``a90 = exp((F^-1(0.9) - b0)/b1)``. ``a90/95`` is the one-sided upper 95 %
   bound on ``a90``: by the profile likelihood ratio (default; the handbook's method) with
   ``2 (l_max - l_profile) = chi2_1(0.90) = 2.7055``, or by the delta method on ``ln a90``.
@@ -26,7 +27,8 @@ from scipy.special import expit, ndtr, ndtri
 
 from twin.errors import XrmInputError
 
-__all__ = ["fit_hit_miss", "pod_curve", "fit_ahat", "demonstration_29_of_29"]
+__all__ = ["fit_hit_miss", "pod_curve", "fit_ahat", "demonstration_29_of_29",
+           "hit_miss_from_match", "ahat_from_match"]
 
 _LINKS = ("logit", "probit")
 _CHI2_1_90 = float(stats.chi2.ppf(0.90, 1))  # one-sided 95 % bound from a two-sided 90 % region
@@ -44,6 +46,44 @@ def _Finv(p: float, link: str) -> float:
 def _loglik(beta: np.ndarray, x: np.ndarray, y: np.ndarray, link: str) -> float:
     p = np.clip(_F(beta[0] + beta[1] * x, link), 1e-300, 1 - 1e-16)
     return float(np.sum(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def _info(beta: np.ndarray, x: np.ndarray, link: str) -> np.ndarray:
+    X = np.column_stack([np.ones_like(x), x])
+    eta = X @ beta
+    p = np.clip(_F(eta, link), 1e-12, 1 - 1e-12)
+    dens = p * (1 - p) if link == "logit" else stats.norm.pdf(eta)
+    return X.T @ (X * (dens ** 2 / (p * (1 - p)))[:, None])
+
+
+def _objective(beta: np.ndarray, x: np.ndarray, y: np.ndarray, link: str, firth: bool) -> float:
+    """Log-likelihood, plus Firth's penalty 0.5 log det I(beta) when asked."""
+    ll = _loglik(beta, x, y, link)
+    if firth:
+        sign, logdet = np.linalg.slogdet(_info(beta, x, link))
+        ll += 0.5 * logdet if sign > 0 else -np.inf
+    return ll
+
+
+def _fit_firth(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Firth (1993) bias-reduced logistic regression: finite even for separated data."""
+    X = np.column_stack([np.ones_like(x), x])
+    beta = np.array([-np.median(x) / max(np.std(x), 1e-6), 1.0 / max(np.std(x), 1e-6)])
+    for _ in range(200):
+        p = np.clip(expit(X @ beta), 1e-12, 1 - 1e-12)
+        w = p * (1 - p)
+        info = X.T @ (X * w[:, None])
+        inv = np.linalg.inv(info)
+        h = np.einsum("ij,jk,ik->i", X, inv, X) * w  # hat-matrix diagonal
+        score = X.T @ (y - p + h * (0.5 - p))
+        step = inv @ score
+        f0, t = _objective(beta, x, y, "logit", True), 1.0
+        while _objective(beta + t * step, x, y, "logit", True) < f0 - 1e-12 and t > 1e-6:
+            t /= 2
+        beta = beta + t * step
+        if np.max(np.abs(t * step)) < 1e-10:
+            break
+    return beta, np.linalg.inv(_info(beta, x, "logit"))
 
 
 def _fit_glm(x: np.ndarray, y: np.ndarray, link: str, beta0: np.ndarray | None = None
@@ -81,7 +121,7 @@ def _fit_glm(x: np.ndarray, y: np.ndarray, link: str, beta0: np.ndarray | None =
 
 
 def fit_hit_miss(a: Sequence[float], hit: Sequence[bool], *, link: str = "logit",
-                 bound: str = "lr") -> dict[str, Any]:
+                 bound: str = "lr", method: str = "mle") -> dict[str, Any]:
     """Fit a hit/miss POD(a) GLM on ``ln a`` and derive a50, a90, a90/95.
 
     Parameters
@@ -93,6 +133,10 @@ def fit_hit_miss(a: Sequence[float], hit: Sequence[bool], *, link: str = "logit"
     link : {"logit", "probit"}
     bound : {"lr", "delta"}
         Method for the one-sided 95 % upper bound on a90.
+    method : {"mle", "firth"}
+        Maximum likelihood (MIL-HDBK-1823A), or Firth's bias-reduced (penalised) likelihood,
+        logit only, which stays finite when hits and misses are perfectly separated (sharp
+        thresholds, few sizes near them); its LR bounds use the penalised likelihood.
 
     Returns
     -------
@@ -114,20 +158,27 @@ def fit_hit_miss(a: Sequence[float], hit: Sequence[bool], *, link: str = "logit"
     if y.min() == y.max():
         raise XrmInputError("POD hit/miss needs both hits and misses (got only "
                             f"{'hits' if y[0] else 'misses'})")
+    if method not in ("mle", "firth"):
+        raise XrmInputError(f"method must be 'mle' or 'firth', got {method!r}")
+    if method == "firth" and link != "logit":
+        raise XrmInputError("method='firth' is implemented for link='logit' only")
+    firth = method == "firth"
     x = np.log(a)
     separated = bool(x[y == 1].min() > x[y == 0].max())
-    if separated:
+    if separated and not firth:
         raise XrmInputError("POD hit/miss data are perfectly separated (every miss smaller than "
-                            "every hit): the GLM has no finite MLE; add sizes near the threshold")
-    beta, cov = _fit_glm(x, y, link)
+                            "every hit): the GLM has no finite MLE; add sizes near the threshold "
+                            "or use method='firth'")
+    beta, cov = _fit_firth(x, y) if firth else _fit_glm(x, y, link)
     if beta[1] <= 0:
         raise XrmInputError(f"POD fit gives a decreasing curve (b1 = {beta[1]:.3g}); no a90")
-    ll = _loglik(beta, x, y, link)
+    ll = _objective(beta, x, y, link, firth)
     q90 = _Finv(0.9, link)
     ln_a90 = (q90 - beta[0]) / beta[1]
     out = {"link": link, "beta": beta.tolist(), "cov": cov.tolist(), "loglik": ll,
            "a50": float(math.exp(-beta[0] / beta[1])), "a90": float(math.exp(ln_a90)),
-           "n": int(a.size), "n_hits": int(y.sum()), "bound": bound, "separated": separated}
+           "n": int(a.size), "n_hits": int(y.sum()), "bound": bound, "separated": separated,
+           "method": method}
     # delta method on ln a90 = (q90 - b0)/b1
     g = np.array([-1.0 / beta[1], -(q90 - beta[0]) / beta[1] ** 2])
     se = float(math.sqrt(max(g @ cov @ g, 0.0)))
@@ -140,7 +191,7 @@ def fit_hit_miss(a: Sequence[float], hit: Sequence[bool], *, link: str = "logit"
     # profile likelihood in theta = ln a90: b0 = q90 - b1 * theta, maximise over b1
     def prof(theta: float) -> float:
         def nll(b1: float) -> float:
-            return -_loglik(np.array([q90 - b1 * theta, b1]), x, y, link)
+            return -_objective(np.array([q90 - b1 * theta, b1]), x, y, link, firth)
         res = optimize.minimize_scalar(nll, bounds=(1e-6, 50 * beta[1] + 50), method="bounded",
                                        options={"xatol": 1e-9})
         return -float(res.fun)
@@ -241,3 +292,48 @@ def demonstration_29_of_29(n_hits: int, n_trials: int) -> dict[str, Any]:
         raise XrmInputError(f"need 0 <= n_hits <= n_trials, n_trials > 0; got {n_hits}, {n_trials}")
     lower = float(stats.beta.ppf(0.05, n_hits, n_trials - n_hits + 1)) if n_hits > 0 else 0.0
     return {"passed": bool(n_hits == n_trials and n_trials >= 29), "pod_lower95": lower}
+
+
+def hit_miss_from_match(truth: Sequence[dict], match: dict, *, types: Sequence[str] | None = None,
+                        size_key: str = "size_um") -> tuple[np.ndarray, np.ndarray]:
+    """Hit/miss data from :func:`recon.defects.match_defects`: (sizes, hit) per truth defect.
+
+    Parameters
+    ----------
+    truth : sequence of dict
+        The truth rows given to ``match_defects`` (same order).
+    match : dict
+        Its result.
+    types : sequence of str, optional
+        Keep only these truth types.
+    size_key : str
+        Row key holding the size ``a`` (default ``size_um``, a diameter).
+
+    Returns
+    -------
+    a : ndarray of float, shape (n,)
+    hit : ndarray of bool, shape (n,)
+    """
+    hit_idx = {m["truth_index"] for m in match.get("matched", [])}
+    a, h = [], []
+    for i, r in enumerate(truth):
+        if types is not None and r.get("type") not in types:
+            continue
+        size = r.get(size_key)
+        if size is None or not np.isfinite(float(size)) or float(size) <= 0:
+            continue
+        a.append(float(size))
+        h.append(i in hit_idx)
+    return np.asarray(a, float), np.asarray(h, bool)
+
+
+def ahat_from_match(truth: Sequence[dict], detections: Sequence[dict], match: dict, *,
+                    size_key: str = "size_um") -> tuple[np.ndarray, np.ndarray]:
+    """(a, a_hat) pairs of matched defects: truth size and detected size (same key)."""
+    a, ah = [], []
+    for m in match.get("matched", []):
+        t, d = truth[m["truth_index"]].get(size_key), detections[m["detection_index"]].get(size_key)
+        if t and d and t > 0 and d > 0:
+            a.append(float(t))
+            ah.append(float(d))
+    return np.asarray(a, float), np.asarray(ah, float)

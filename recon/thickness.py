@@ -28,18 +28,23 @@ Algorithm (exact for the convention above)
    discrete ball of ``c`` (exact integer table, :func:`containment_table`); dropping it changes
    nothing.
 3. Paint the ball of every ridge centre with ``2 sqrt(D)`` by an atomic max (Taichi kernel,
-   parallel over centres, row spans computed from integer radii so only ball voxels are visited).
+   parallel over centres, row spans computed from integer radii so only ball voxels are visited);
+   a squared radius shared by very many centres (thick slabs) is instead dilated at once by one
+   EDT of its centres' bounding box (same values, chosen by a cost model).
+4. All of it runs on the mask's bounding box plus one voxel (exact: module code comments).
 
-Cost is (ridge points) x (ball volume): fast for struts, foams and layers tens of voxels thick;
-for very thick slabs (>~60 voxels) prefer cropping or a coarser grid.
+Cost is about (ridge points) x (ball volume): 256^3 foam with ~11-voxel struts in a few
+seconds, 512^3 in about a minute on 2 CPU cores (``bench/bench_thickness.py``).
 """
 
 # no "from __future__ import annotations": Taichi reads kernel annotations at runtime
 
 import math
+import os
 from typing import Any
 
 import numpy as np
+from scipy import ndimage as ndi
 
 from twin.errors import XrmInputError
 
@@ -112,7 +117,8 @@ def squared_edt_voxels(mask: np.ndarray, *, border: str = "open") -> np.ndarray:
     try:  # optional accelerated peer (LGPL-3.0+), exact for integer squared distances
         import edt as _edt
 
-        d2 = _edt.edtsq(mask, black_border=(border == "background"), parallel=2)
+        threads = int(os.environ.get("XRM_TWIN_THREADS") or os.cpu_count() or 1)
+        d2 = _edt.edtsq(mask, black_border=(border == "background"), parallel=threads)
         return np.rint(d2).astype(np.int32)
     except ImportError:
         pass
@@ -277,9 +283,24 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
     """
     vs = isotropic_voxel_um(voxel_size_um)
     mask = _check_mask(mask)
-    out = np.zeros(mask.shape, dtype=np.float32)
+    full = np.zeros(mask.shape, dtype=np.float32)
     if not mask.any():
-        return out
+        return full
+    # Work on the bounding box plus one voxel: the margin is background wherever the box does
+    # not reach the array edge, and a background plane beside a voxel is never farther than
+    # the perpendicular foot on it, so the squared EDT (and every ball) is unchanged.
+    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))
+    sub = np.ascontiguousarray(mask[box])
+    full[box] = _local_thickness_vox(sub, border=border, chunk=chunk)
+    full *= np.float32(vs)
+    full[~mask] = 0.0
+    return full
+
+
+def _local_thickness_vox(mask: np.ndarray, *, border: str, chunk: int) -> np.ndarray:
+    """Local thickness in voxels (``2 sqrt(D)``) of a validated boolean mask."""
+    out = np.zeros(mask.shape, dtype=np.float32)
     d2 = squared_edt_voxels(mask, border=border)
     ridge = distance_ridge(d2)
     cz, cy, cx = (a.astype(np.int32) for a in np.nonzero(ridge))
@@ -309,16 +330,13 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
         sub = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
         np.maximum(sub, np.where(covered, np.float32(2.0 * math.sqrt(D)), np.float32(0)), out=sub)
     cz, cy, cx, cd2 = cz[scatter], cy[scatter], cx[scatter], cd2[scatter]
-    # large balls first spreads work evenly across threads; order does not change the result
-    order = np.argsort(-cd2, kind="stable")
-    cz, cy, cx, cd2 = cz[order], cy[order], cx[order], cd2[order]
+    # centres stay in raster order: neighbouring balls overlap, so painting them one after the
+    # other hits the cache (1.6x faster than largest-first); order does not change the result
     paint = _get_kernels()["paint"]
     for s in range(0, cz.size, chunk):
         sl = slice(s, s + chunk)
         paint(np.ascontiguousarray(cz[sl]), np.ascontiguousarray(cy[sl]),
               np.ascontiguousarray(cx[sl]), np.ascontiguousarray(cd2[sl]), out)
-    out *= np.float32(vs)
-    out[~mask] = 0.0
     return out
 
 

@@ -13,16 +13,17 @@ taps outside the detector count as zero. Each voxel-view pair carries the weight
 :func:`backproject` for the same arguments: ``<A x, y> = <x, A^T y>``.
 
 Kernels see only ndarrays; nothing is allocated at import. Callers initialise Taichi with
-``twin.runtime.init_taichi``.
+``twin.runtime.init_taichi`` (the public functions here fall back to the CPU if nobody has).
 """
 
-
+# No ``from __future__ import annotations`` here: Taichi reads the kernels' type annotations.
 
 import numpy as np
 import taichi as ti
 
 from twin.errors import XrmInputError
 from twin.geometry import ScanGeometry
+from twin.runtime import current_arch, init_taichi
 
 # ----------------------------------------------------------------------------- host side
 
@@ -120,12 +121,13 @@ def volume_grid_checks(vol_shape: tuple[int, int, int], voxel_size_um: float,
 # The detector is read from (and written to) a copy padded with PAD zero rows and columns on
 # each side; positions are clamped into the padded frame, so taps that fall off the detector
 # read the zero border. This keeps the inner loop free of branches. Each thread handles a
-# strip of STRIP voxels along x; views are processed in chunks (VIEW_CHUNK on the CPU, where
-# a chunk's detector data stays in cache; all at once on CUDA).
+# strip of STRIP voxels along x; views are processed in chunks (VIEW_CHUNK_CPU on the CPU,
+# where a chunk's detector data stays in cache, and stored as 4-tap "quads" so one load serves
+# a bilinear sample; all views at once from the plain padded array on CUDA).
 
 PAD = 2
 STRIP = 8
-VIEW_CHUNK_CPU = 16
+VIEW_CHUNK_CPU = 32
 
 
 @ti.kernel
@@ -168,6 +170,55 @@ def _backproject_kernel(proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
                 p11 = proj[v, ir + 1, ic + 1]
                 top = p00 + fc * (p01 - p00)
                 bot = p10 + fc * (p11 - p10)
+                acc[q] += wv * inv * inv * (top + fr * (bot - top))
+        for q in ti.static(range(STRIP)):
+            i = ib * STRIP + q
+            if i < nx:
+                vol[k, j, i] += acc[q]
+
+
+_VEC4 = ti.types.vector(4, ti.f32)
+
+
+@ti.kernel
+def _backproject_quad_kernel(quads: ti.types.ndarray(dtype=_VEC4, ndim=3),
+                             mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
+                             weights: ti.types.ndarray(dtype=ti.f32, ndim=1),
+                             vol: ti.types.ndarray(dtype=ti.f32, ndim=3),
+                             ox: ti.f32, oy: ti.f32, oz: ti.f32, step: ti.f32, row0: ti.f32,
+                             n_views: ti.i32, cone: ti.template()):
+    # CPU variant of _backproject_kernel: quads[v, r, c] holds the four bilinear taps
+    # (p[r, c], p[r, c+1], p[r+1, c], p[r+1, c+1]) of the padded detector, one load per update.
+    # Same arithmetic, same result.
+    cmax = ti.cast(quads.shape[2] + 1 - PAD, ti.f32)
+    rmax = ti.cast(quads.shape[1] + 1 - PAD, ti.f32)
+    nz, ny, nx = vol.shape[0], vol.shape[1], vol.shape[2]
+    for k, j, ib in ti.ndrange(nz, ny, (nx + STRIP - 1) // STRIP):
+        y = oy + j * step
+        z = oz + k * step
+        acc = ti.Vector.zero(ti.f32, STRIP)
+        for v in range(n_views):
+            bc = mats[v, 0] * ox + mats[v, 1] * y + mats[v, 2] * z + mats[v, 3]
+            br = mats[v, 4] * ox + mats[v, 5] * y + mats[v, 6] * z + mats[v, 7]
+            bd = mats[v, 8] * ox + mats[v, 9] * y + mats[v, 10] * z + mats[v, 11]
+            sc = mats[v, 0] * step
+            sr = mats[v, 4] * step
+            sd = mats[v, 8] * step
+            wv = weights[v]
+            for q in ti.static(range(STRIP)):
+                i = ib * STRIP + q
+                inv = 1.0
+                if ti.static(cone):
+                    inv = 1.0 / (bd + sd * i)
+                c = ti.min(ti.max((bc + sc * i) * inv + PAD, 0.0), cmax)
+                r = ti.min(ti.max((br + sr * i) * inv - row0 + PAD, 0.0), rmax)
+                ic = ti.cast(c, ti.i32)
+                ir = ti.cast(r, ti.i32)
+                fc = c - ic
+                fr = r - ir
+                p = quads[v, ir, ic]
+                top = p[0] + fc * (p[1] - p[0])
+                bot = p[2] + fc * (p[3] - p[2])
                 acc[q] += wv * inv * inv * (top + fr * (bot - top))
         for q in ti.static(range(STRIP)):
             i = ib * STRIP + q
@@ -222,9 +273,24 @@ def _padded(proj: np.ndarray) -> np.ndarray:
     return out
 
 
-def _view_chunks(n_views: int) -> list[tuple[int, int]]:
-    from twin.runtime import current_arch
+def _quads(proj: np.ndarray) -> np.ndarray:
+    """The four bilinear taps of each padded detector pixel: shape (V, R+2P-1, C+2P-1, 4)."""
+    p = _padded(proj)
+    q = np.empty((p.shape[0], p.shape[1] - 1, p.shape[2] - 1, 4), np.float32)
+    q[..., 0] = p[:, :-1, :-1]
+    q[..., 1] = p[:, :-1, 1:]
+    q[..., 2] = p[:, 1:, :-1]
+    q[..., 3] = p[:, 1:, 1:]
+    return q
 
+
+def _ensure_taichi() -> None:
+    """Initialise Taichi on the CPU when no public entry point has done so yet."""
+    if current_arch() is None:
+        init_taichi("cpu")
+
+
+def _view_chunks(n_views: int) -> list[tuple[int, int]]:
     step = n_views if current_arch() == "cuda" else VIEW_CHUNK_CPU
     return [(v0, min(v0 + step, n_views)) for v0 in range(0, n_views, step)]
 
@@ -261,6 +327,7 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
     -------
     ndarray, shape (nz, ny, nx), float32
     """
+    _ensure_taichi()
     volume_grid_checks(vol_shape, voxel_size_um, origin_mm)
     if proj.ndim != 3 or proj.shape[0] != matrices.shape[0] or view_weights.shape[0] != proj.shape[0]:
         raise XrmInputError(f"projections {proj.shape}, matrices {matrices.shape} and view weights "
@@ -271,11 +338,17 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
     elif out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != vol_shape:
         raise XrmInputError("out must be a C-contiguous float32 array of the volume shape")
     ox, oy, oz = (float(o) for o in origin_mm)
-    padded, mats, wts = _padded(proj), _f32(matrices), _f32(view_weights)
+    mats, wts = _f32(matrices), _f32(view_weights)
     cone = _is_cone(mats)
-    for v0, v1 in _view_chunks(proj.shape[0]):
-        _backproject_kernel(padded, mats, wts, out, ox, oy, oz, float(voxel_size_um) / 1000.0,
-                            float(row0), v0, v1, cone)
+    step = float(voxel_size_um) / 1000.0
+    if current_arch() == "cuda":
+        padded = _padded(proj)
+        for v0, v1 in _view_chunks(proj.shape[0]):
+            _backproject_kernel(padded, mats, wts, out, ox, oy, oz, step, float(row0), v0, v1, cone)
+    else:
+        for v0, v1 in _view_chunks(proj.shape[0]):
+            _backproject_quad_kernel(_quads(proj[v0:v1]), mats[v0:v1], wts[v0:v1], out, ox, oy, oz,
+                                     step, float(row0), v1 - v0, cone)
     return out
 
 
@@ -296,6 +369,7 @@ def forward_project(vol: np.ndarray, matrices: np.ndarray, view_weights: np.ndar
     -------
     ndarray, shape (V, R, C), float32
     """
+    _ensure_taichi()
     volume_grid_checks(vol.shape, voxel_size_um, origin_mm)
     n_views = matrices.shape[0]
     padded = np.zeros((n_views, int(det_shape[0]) + 2 * PAD, int(det_shape[1]) + 2 * PAD), np.float32)

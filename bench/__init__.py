@@ -1,0 +1,1 @@
+"""Performance runs against peers (not part of the test run)."""

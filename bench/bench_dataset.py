@@ -1,0 +1,76 @@
+"""Samples per hour of `xrm-twin dataset` with 1 and 2 LocalCluster workers (issue 9: >= 1.7x
+on 2 cores).
+
+    python bench/bench_dataset.py                      # the example spec, 24 samples per run
+    python bench/bench_dataset.py --count 16 --set scenario.detector.pixels=[64,64]
+
+Two rates per run: overall (wall clock from the call, cluster start included) and steady
+(samples finished after the first `workers` ones, over the time since the `workers`-th
+finished: no worker start-up or Taichi compilation), and the median CPU and wall seconds of one
+task (CPU close to wall: the task had its core to itself). Also prints the load average, since
+a shared machine's other jobs take cores away. Each run writes to a fresh temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from twin.datasets.runner import run_dataset
+from twin.datasets.spec import load_dataset_spec
+
+
+def one(spec, workers: int, root: Path) -> dict:
+    stamps: list[float] = []
+    cpu: list[float] = []
+    elapsed: list[float] = []
+
+    def seen(row):
+        stamps.append(time.perf_counter())
+        cpu.append(row["_cpu_s"])
+        elapsed.append(row["_elapsed_s"])
+
+    t0 = time.perf_counter()
+    r = run_dataset(spec, root / f"w{workers}", workers=workers, quiet=True, figure=False, on_sample=seen)
+    wall = time.perf_counter() - t0
+    n = len(stamps)
+    steady = (n - workers) / (stamps[-1] - stamps[workers - 1]) * 3600 if n > workers else float("nan")
+    return {"workers": workers, "samples": n, "wall_s": round(wall, 2),
+            "overall_per_hour": round(n / wall * 3600, 1), "steady_per_hour": round(steady, 1),
+            "task_cpu_s_median": round(sorted(cpu)[n // 2], 2),
+            "task_wall_s_median": round(sorted(elapsed)[n // 2], 2),
+            "made": r["made"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("spec", nargs="?", default="example")
+    ap.add_argument("--count", type=int, default=24)
+    ap.add_argument("--set", dest="set_", action="append", default=[])
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    a = ap.parse_args()
+    spec = load_dataset_spec(a.spec, a.set_ + [f"count={a.count}"])
+    out = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "host": platform.node(),
+           "cpus": os.cpu_count(), "spec": a.spec, "set": a.set_, "count": a.count,
+           "loadavg_before": [round(x, 2) for x in os.getloadavg()], "runs": []}
+    with tempfile.TemporaryDirectory(prefix="bench-dataset-") as tmp:
+        for w in (1, 2):
+            res = one(spec, w, Path(tmp))
+            out["runs"].append(res)
+            print(json.dumps(res), flush=True)
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    r1, r2 = out["runs"]
+    out["ratio_steady"] = round(r2["steady_per_hour"] / r1["steady_per_hour"], 2)
+    out["ratio_overall"] = round(r2["overall_per_hour"] / r1["overall_per_hour"], 2)
+    print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
