@@ -101,7 +101,7 @@ def iter_projections(plan: Plan, *, arch: str = "auto",
     seed = plan.spec.seed
     gain, dthick = plan.detector.pixel_maps((g.rows, g.cols), seed)
     step = views_per_chunk(plan)
-    ss = int(plan.spec.geometry["supersample"])
+    ss = int(plan.supersample)
     for start in range(0, g.n_views, step):
         n = min(step, g.n_views - start)
         lengths, samples = plan.scene.path_lengths(vec, g.rows, g.cols, parallel=g.beam == "parallel",

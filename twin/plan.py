@@ -67,6 +67,7 @@ class Plan:
     optical_blur_sigma_px: float
     truth: Any = None
     sample_center_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    supersample: int = 1
 
     @property
     def exposure_s(self) -> float:
@@ -294,6 +295,18 @@ def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
     return Scene(grids=tuple(shifted(g, center) for g in grids)), truth, center
 
 
+def auto_supersample(geometry: ScanGeometry, scene: Scene | None) -> int:
+    """Rays per pixel (per axis) so that the ray spacing at the object is at most the finest
+    grid voxel: ``ceil(scan voxel / grid voxel)``, 1 for mesh-only scenes, capped at 8.
+
+    A ray through the pixel centre alone would miss objects smaller than the pixel.
+    """
+    if scene is None or not scene.grids:
+        return 1
+    finest_um = min(min(g.spacing_mm) for g in scene.grids) * 1000.0
+    return int(min(8, max(1, np.ceil(geometry.voxel_size_um / finest_um - 1e-6))))
+
+
 def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
     """Resolve a scenario into a :class:`Plan`.
 
@@ -303,9 +316,9 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
     geometry = resolve_geometry(spec)
     spectrum, layers = resolve_spectrum(spec)
     detector = resolve_detector(spec, geometry)
-    ss = spec.geometry["supersample"]
-    if ss < 1 or ss > 8:
-        raise XrmInputError(f"geometry.supersample must be 1-8, got {ss}")
+    ss_key = spec.geometry["supersample"]
+    if not (ss_key == "auto" or (isinstance(ss_key, int) and 1 <= ss_key <= 8)):
+        raise XrmInputError(f"geometry.supersample must be 1-8 or \"auto\", got {ss_key!r}")
     base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
     truth = None
     center = (0.0, 0.0, 0.0)
@@ -345,7 +358,9 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
     opt_sigma = 0.0 if detector.ideal else detector.blur_fwhm_px / FWHM_PER_SIGMA
     if detector.ideal:
         src_sigma = 0.0
+    ss = ss_key if isinstance(ss_key, int) else auto_supersample(geometry, scene)
     return Plan(spec=spec, geometry=geometry, spectrum=spectrum, filter_layers=layers,
                 detector=detector, energy_kev=energy, weights=weights, mu_per_mm=mu, scene=scene,
                 solid_angle_sr=pixel_solid_angle_sr(geometry), source_blur_sigma_px=float(src_sigma),
-                optical_blur_sigma_px=float(opt_sigma), truth=truth, sample_center_mm=center)
+                optical_blur_sigma_px=float(opt_sigma), truth=truth, sample_center_mm=center,
+                supersample=ss)

@@ -28,6 +28,8 @@ import taichi as ti
 from twin.runtime import init_taichi
 
 MAX_BVH_STACK = 64
+#: Most material slots (grids) or parts (meshes) one scene may have.
+MAX_SLOTS = 32
 INF = 1e30
 
 
@@ -75,6 +77,16 @@ def _slab(origin, direc, lo, hi, tmin, tmax):
 
 
 @ti.func
+def _slab_inv(origin, inv, lo, hi, tmin, tmax):
+    """Branch-free ray-box clip with a precomputed inverse direction (BVH traversal)."""
+    ta = (lo - origin) * inv
+    tb = (hi - origin) * inv
+    t0 = ti.max(tmin, ti.max(ti.min(ta[0], tb[0]), ti.max(ti.min(ta[1], tb[1]), ti.min(ta[2], tb[2]))))
+    t1 = ti.min(tmax, ti.min(ti.max(ta[0], tb[0]), ti.min(ti.max(ta[1], tb[1]), ti.max(ta[2], tb[2]))))
+    return t0, t1
+
+
+@ti.func
 def _edge_in(e, dx, dy):
     """Edge function test with a top-left tie rule (shared edges count once)."""
     return e > 0.0 or (e == 0.0 and (dy > 0.0 or (dy == 0.0 and dx > 0.0)))
@@ -103,8 +115,10 @@ def _trace_grid(vec: ti.types.ndarray(), labels: ti.types.ndarray(), lut: ti.typ
     ex_lo = ti.Vector([ex_lo_x, ex_lo_y, ex_lo_z])
     ex_hi = ti.Vector([ex_hi_x, ex_hi_y, ex_hi_z])
     inv_ss2 = 1.0 / ti.cast(ss * ss, ti.f32)
+    nm = out.shape[1]
     for iv, r, c in ti.ndrange(nv, nrows, ncols):
         steps = 0
+        acc = ti.Vector([0.0] * MAX_SLOTS)
         for sub in range(ss * ss):
             sr = (ti.cast(sub // ss, ti.f32) + 0.5) / ti.cast(ss, ti.f32) - 0.5
             sc = (ti.cast(sub % ss, ti.f32) + 0.5) / ti.cast(ss, ti.f32) - 0.5
@@ -152,7 +166,7 @@ def _trace_grid(vec: ti.types.ndarray(), labels: ti.types.ndarray(), lut: ti.typ
                     m = lut[ti.cast(labels[idx[2], idx[1], idx[0]], ti.i32)]
                     if m != cur:
                         if cur >= 0:
-                            out[iv, cur, r, c] += run * inv_ss2
+                            acc[cur] += run
                         cur = m
                         run = 0.0
                     run += seg
@@ -163,7 +177,10 @@ def _trace_grid(vec: ti.types.ndarray(), labels: ti.types.ndarray(), lut: ti.typ
                     if idx[ax] < 0 or idx[ax] >= n[ax]:
                         t = t1
                 if cur >= 0:
-                    out[iv, cur, r, c] += run * inv_ss2
+                    acc[cur] += run
+        for m in range(nm):
+            if acc[m] != 0.0:
+                out[iv, m, r, c] = out[iv, m, r, c] + acc[m] * inv_ss2
         counter[iv % counter.shape[0]] += steps
 
 
@@ -179,8 +196,10 @@ def _trace_mesh(vec: ti.types.ndarray(), tris: ti.types.ndarray(), tri_part: ti.
     leaves have ``node_b >= 0`` as the triangle count and ``node_a`` as the first triangle.
     """
     nv = out.shape[0]
+    n_parts = out.shape[1]
     inv_ss2 = 1.0 / ti.cast(ss * ss, ti.f32)
     for iv, r, c in ti.ndrange(nv, nrows, ncols):
+        acc = ti.Vector([0.0] * MAX_SLOTS)
         for sub in range(ss * ss):
             sr = (ti.cast(sub // ss, ti.f32) + 0.5) / ti.cast(ss, ti.f32) - 0.5
             sc = (ti.cast(sub % ss, ti.f32) + 0.5) / ti.cast(ss, ti.f32) - 0.5
@@ -200,6 +219,13 @@ def _trace_mesh(vec: ti.types.ndarray(), tris: ti.types.ndarray(), tri_part: ti.
             shx = direc[kx] / direc[kz]
             shy = direc[ky] / direc[kz]
             shz = 1.0 / direc[kz]
+            inv = ti.Vector([0.0, 0.0, 0.0])
+            for k in ti.static(range(3)):
+                # a zero component gets a huge finite inverse (no inf * 0 = NaN in the clip)
+                dk = direc[k]
+                if ti.abs(dk) < 1e-20:
+                    dk = 1e-20
+                inv[k] = 1.0 / dk
             stack = ti.Vector([0] * MAX_BVH_STACK)
             sp = 1
             stack[0] = 0
@@ -208,7 +234,7 @@ def _trace_mesh(vec: ti.types.ndarray(), tris: ti.types.ndarray(), tri_part: ti.
                 node = stack[sp]
                 lo = ti.Vector([node_lo[node, 0], node_lo[node, 1], node_lo[node, 2]])
                 hi = ti.Vector([node_hi[node, 0], node_hi[node, 1], node_hi[node, 2]])
-                b0, b1 = _slab(origin, direc, lo, hi, tmin, tmax)
+                b0, b1 = _slab_inv(origin, inv, lo, hi, tmin, tmax)
                 if b0 <= b1:
                     if node_b[node] >= 0:
                         first = node_a[node]
@@ -243,16 +269,29 @@ def _trace_mesh(vec: ti.types.ndarray(), tris: ti.types.ndarray(), tri_part: ti.
                                     sgn = 1.0
                                     if det > 0.0:
                                         sgn = -1.0
-                                    out[iv, tri_part[f], r, c] += sgn * tt * inv_ss2
+                                    acc[tri_part[f]] += sgn * tt
                     else:
                         if sp + 2 <= MAX_BVH_STACK:
                             stack[sp] = node_a[node]
                             stack[sp + 1] = -node_b[node] - 1
                             sp += 2
+        for p in range(n_parts):
+            if acc[p] != 0.0:
+                out[iv, p, r, c] = out[iv, p, r, c] + acc[p] * inv_ss2
+
+
+def _box_area(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    d = np.maximum(hi - lo, 0.0)
+    return 2.0 * (d[..., 0] * d[..., 1] + d[..., 1] * d[..., 2] + d[..., 2] * d[..., 0])
 
 
 def build_bvh(triangles: np.ndarray, leaf_size: int = 4) -> dict[str, np.ndarray]:
-    """Bounding-volume hierarchy over triangles (median split on the longest axis).
+    """Bounding-volume hierarchy over triangles, split by the surface-area heuristic.
+
+    At each node the triangles are sorted by centroid along each axis and the split that
+    minimises ``area(left) n_left + area(right) n_right`` is taken (a full sweep of the sorted
+    order). Long, thin triangles (cylinder walls) then end in tight boxes, so a ray visits
+    about half the nodes a median split gives.
 
     Parameters
     ----------
@@ -269,7 +308,10 @@ def build_bvh(triangles: np.ndarray, leaf_size: int = 4) -> dict[str, np.ndarray
     cent = tri.mean(axis=1)
     tlo, thi = tri.min(axis=1), tri.max(axis=1)
     order = np.arange(len(tri))
-    lo_l, hi_l, a_l, b_l = [], [], [], []
+    lo_l: list = []
+    hi_l: list = []
+    a_l: list = []
+    b_l: list = []
 
     def new_node() -> int:
         lo_l.append(None), hi_l.append(None), a_l.append(0), b_l.append(0)
@@ -282,14 +324,24 @@ def build_bvh(triangles: np.ndarray, leaf_size: int = 4) -> dict[str, np.ndarray
         idx = order[start:end]
         lo_l[node] = tlo[idx].min(axis=0)
         hi_l[node] = thi[idx].max(axis=0)
-        if end - start <= leaf_size:
-            a_l[node], b_l[node] = start, end - start
+        n = end - start
+        if n <= leaf_size:
+            a_l[node], b_l[node] = start, n
             continue
-        c = cent[idx]
-        axis = int(np.argmax(c.max(axis=0) - c.min(axis=0)))
-        srt = idx[np.argsort(c[:, axis], kind="stable")]
-        order[start:end] = srt
-        mid = (start + end) // 2
+        best_cost, best_order, best_k = np.inf, None, 0
+        k = np.arange(1, n)
+        for axis in range(3):
+            srt = idx[np.argsort(cent[idx, axis], kind="stable")]
+            lo_s, hi_s = tlo[srt], thi[srt]
+            prefix = _box_area(np.minimum.accumulate(lo_s, 0)[:-1], np.maximum.accumulate(hi_s, 0)[:-1])
+            suffix = _box_area(np.minimum.accumulate(lo_s[::-1], 0)[::-1][1:],
+                               np.maximum.accumulate(hi_s[::-1], 0)[::-1][1:])
+            cost = prefix * k + suffix * (n - k)
+            j = int(np.argmin(cost))
+            if cost[j] < best_cost:
+                best_cost, best_order, best_k = cost[j], srt, j + 1
+        order[start:end] = best_order
+        mid = start + best_k
         left, right = new_node(), new_node()
         a_l[node], b_l[node] = left, -right - 1
         work.append((right, mid, end))

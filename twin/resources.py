@@ -64,7 +64,10 @@ def estimate(spec: ScanSpec) -> dict[str, Any]:
             n = [math.ceil(fov[0] * 1000 / vox_um)] * 2 + [math.ceil(fov[1] * 1000 / vox_um)]
             phantom_bytes = n[0] * n[1] * n[2] * BYTES_LABEL
             grid_n = max(n)
-    ss = int(spec.geometry["supersample"])
+    ss = spec.geometry["supersample"]
+    if not isinstance(ss, int):
+        ss = 1 if spec.phantom["kind"] == "parts" else int(min(8, max(1, math.ceil(
+            g.voxel_size_um / phantom_voxel_um(spec, g) - 1e-6))))
     ray_samples = g.n_views * pix * ss * ss * grid_n * 1.3
     voxel_updates = g.n_views * n_xy * n_xy * g.rows
     peak = max(proj_bytes // 2 + recon_in + volume_bytes, phantom_bytes * 3 + 256 * 2 ** 20)

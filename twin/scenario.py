@@ -53,7 +53,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "axis_offset_mm": (NUM, 0.0, "rotation-axis shift along x at the object, mm"),
         "axis_tilt_deg": (NUM, 0.0, "rotation-axis tilt in the detector plane, degrees"),
         "detector_offset_px": ((list,), [0.0, 0.0], "detector shift (columns, rows), pixels"),
-        "supersample": ((int,), 1, "rays per pixel along each axis"),
+        "supersample": ((int, str), "auto", "rays per pixel along each axis (1-8), or \"auto\": "
+                        "enough rays that their spacing at the object is at most the finest grid "
+                        "voxel (capped at 8)"),
         "sample_center_mm": ((list, type(None)), None,
                              "sample point (x, y, z) put on the rotation axis at the beam centre, mm; "
                              "default: the VOI centre, else the phantom's centre"),

@@ -35,8 +35,12 @@ class Scene:
     _cache: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        from twin.projector import MAX_SLOTS
+
         if not self.grids and not self.parts:
             raise XrmInputError("the scene is empty: give a phantom, grids or parts")
+        if len(self.parts) > MAX_SLOTS:
+            raise XrmInputError(f"at most {MAX_SLOTS} mesh parts per scene, got {len(self.parts)}")
         for g in self.grids:
             g.check_labels()
             if g.labels.size and not np.all(np.isfinite(g.spacing_mm)):
@@ -54,6 +58,10 @@ class Scene:
             for p in self.parts:
                 if p.material not in slots:
                     slots.append(p.material)
+            from twin.projector import MAX_SLOTS
+
+            if len(slots) > MAX_SLOTS:
+                raise XrmInputError(f"at most {MAX_SLOTS} distinct materials per scene, got {len(slots)}")
             self._cache["materials"] = tuple(slots)
         return self._cache["materials"]
 
