@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def simulate_plan(plan: Plan, out_dir: str | Path, *, arch: str = "auto", quiet:
         result["warnings"] = [f"the flat field saturates the detector "
                               f"({result['detector']['flat_field_full_well_fraction']:.1f} x full well): "
                               "reduce detector.exposure_s or source.power_w"]
+        logging.getLogger("xrm_twin").warning(result["warnings"][0])
     result["arch"] = used_arch
     result["ray_samples"] = totals["ray_samples"]
     result["timing_s"] = {"simulate": time.perf_counter() - t0}
