@@ -355,6 +355,19 @@ def measure(
         _fail(exc)
 
 
+def _register_subcommands() -> None:
+    """Commands that live in their own packages (datasets, optimisation, CTSimU)."""
+    from twin.datasets.cli import dataset
+    from twin.optimise.cli import optimise, sweep
+
+    app.command("dataset")(dataset)
+    app.command("sweep")(sweep)
+    app.command("optimise")(optimise)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 

@@ -279,7 +279,7 @@ def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
         extra = set(voi) - {"center_mm", "size_mm"}
         if extra or "center_mm" not in voi or "size_mm" not in voi:
             raise XrmInputError(f"phantom.voi must be {{center_mm = [x, y, z], size_mm = [a, b, c]}}, got {voi!r}")
-        coarse_um = spec.phantom.get("coarse_voxel_um") or max(fine_um * 8, 20.0)
+        coarse_um = spec.phantom.get("coarse_voxel_um") or max(fine_um * 8, 50.0)
         grids.append(ph.rasterize(coarse_um))
         truth = ph.truth(fine_um, voi["center_mm"], voi["size_mm"])
         grids.append(truth[0])

@@ -87,6 +87,22 @@ def _slab_inv(origin, inv, lo, hi, tmin, tmax):
 
 
 @ti.func
+def _edge_fn(px, py, qx, qy):
+    """2-D cross product ``p x q`` evaluated in a canonical vertex order.
+
+    Two triangles sharing an edge evaluate it with the same operands in the same order (then
+    negate), so the values are exact negatives even when the compiler fuses multiply-adds:
+    no ray slips between them and none is counted twice.
+    """
+    r = 0.0
+    if px < qx or (px == qx and py <= qy):
+        r = px * qy - py * qx
+    else:
+        r = -(qx * py - qy * px)
+    return r
+
+
+@ti.func
 def _edge_in(e, dx, dy):
     """Edge function test with a top-left tie rule (shared edges count once)."""
     return e > 0.0 or (e == 0.0 and (dy > 0.0 or (dy == 0.0 and dx > 0.0)))
@@ -249,9 +265,9 @@ def _trace_mesh(vec: ti.types.ndarray(), tris: ti.types.ndarray(), tri_part: ti.
                             by_ = pb[ky] - shy * pb[kz]
                             cx_ = pc[kx] - shx * pc[kz]
                             cy_ = pc[ky] - shy * pc[kz]
-                            eu = cx_ * by_ - cy_ * bx_
-                            ev = ax_ * cy_ - ay_ * cx_
-                            ew = bx_ * ay_ - by_ * ax_
+                            eu = _edge_fn(cx_, cy_, bx_, by_)
+                            ev = _edge_fn(ax_, ay_, cx_, cy_)
+                            ew = _edge_fn(bx_, by_, ax_, ay_)
                             det = eu + ev + ew
                             sd = 1.0
                             if det < 0.0:
@@ -419,7 +435,11 @@ def mesh_path_lengths(vectors: np.ndarray, triangles: np.ndarray, tri_part: np.n
     parts = np.ascontiguousarray(np.asarray(tri_part)[order], np.int32)
     if out is None:
         out = np.zeros((nv, n_parts, rows, cols), np.float32)
-    _trace_mesh(np.ascontiguousarray(vectors, np.float32), tris, parts, bvh["lo"], bvh["hi"],
+    # float32 box tests err by ~eps x (distance from the ray origin): pad every box by a few
+    # times that, or a ray grazing a leaf box could skip the triangle it hits
+    reach = float(np.abs(np.asarray(vectors)[:, 0:6]).max() + np.abs(tris).max())
+    pad = np.float32(max(1e-5, 8 * np.finfo(np.float32).eps * reach))
+    _trace_mesh(np.ascontiguousarray(vectors, np.float32), tris, parts, bvh["lo"] - pad, bvh["hi"] + pad,
                 bvh["a"], bvh["b"], out, int(view_start), int(rows), int(cols), int(parallel),
                 int(supersample))
     return out

@@ -92,7 +92,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "kind": ((str,), REQUIRED, "coin_na_ion, pouch_lfp, nimh_aaa or parts"),
         "voi": ((dict, type(None)), None, "{center_mm, size_mm}: region rasterised finely"),
         "voxel_um": (NUM + (type(None),), None, "phantom voxel (default: the scan voxel, >= 0.5 um)"),
-        "coarse_voxel_um": (NUM + (type(None),), None, "voxel of the whole-sample grid outside the VOI"),
+        "coarse_voxel_um": (NUM + (type(None),), None, "voxel of the whole-sample grid outside the VOI (default: max(8 x voxel_um, 50 um))"),
         "parts": ((list,), [], "kind = parts: meshes and primitives with materials"),
     },
     "recon": {

@@ -126,7 +126,12 @@ def hole_foil_triangles(scenario: dict, thickness_mm: float = 0.1) -> np.ndarray
 
 def duplex_wire_triangles(length_mm: float = 15.0, pitch_mm: float = 3.9, tilt_deg: float = 3.0,
                           center_yz_mm: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """13 wire pairs along -y (image left to right), wires along z, tilted about x."""
+    """13 platinum wire pairs (image left to right = -y), wires along z, tilted about x.
+
+    The pattern's centre sits at ``center_yz_mm`` relative to the model's bounding-box centre
+    (the CTSimU placement point): a 20 um marker cube beside the pattern extends the bounding
+    box accordingly, as the original model's bounding box is off the evaluation's ROI.
+    """
     import trimesh
 
     tris = []
@@ -135,12 +140,38 @@ def duplex_wire_triangles(length_mm: float = 15.0, pitch_mm: float = 3.9, tilt_d
         yc = (k - (n - 1) / 2) * pitch_mm
         for sgn in (-1, 1):
             cyl = trimesh.creation.cylinder(radius=d / 2, height=length_mm, sections=64)
-            # image x grows with -y: pair k at image position increasing with k
             cyl.apply_translation([0.0, -(yc + sgn * d), 0.0])
             tris.append(np.asarray(cyl.triangles))
-    tri = np.concatenate(tris)
-    tri = tri @ _rot_x(-tilt_deg).T
-    return tri + np.array([0.0, center_yz_mm[0], center_yz_mm[1]])
+    tri = np.concatenate(tris) @ _rot_x(tilt_deg).T
+    flat = tri.reshape(-1, 3)
+    lo, hi = flat.min(0), flat.max(0)
+    marker = np.zeros(3)
+    for ax, c in ((1, center_yz_mm[0]), (2, center_yz_mm[1])):
+        want = -c  # bounding-box centre relative to the pattern centre
+        mid = 0.5 * (lo[ax] + hi[ax])
+        if abs(want - mid) < 1e-9:
+            marker[ax] = mid
+        else:
+            marker[ax] = 2 * want - (lo[ax] if want > mid else hi[ax])
+    cube = trimesh.creation.box(extents=[0.02, 0.02, 0.02])
+    cube.apply_translation(marker)
+    return np.concatenate([tri, np.asarray(cube.triangles)])
+
+
+#: Centre of the duplex-wire region of interest of the DW-1 evaluation, image pixels (x, y).
+DUPLEX_ROI_CENTRE_PX = (1126.0, 496.0)
+
+
+def _duplex_centre_mm(scenario: dict) -> tuple[float, float]:
+    """(y, z) of the wire pattern in the stage plane so that it projects on the ROI centre."""
+    det = scenario["detector"]
+    cols, rows = det["columns"]["value"], det["rows"]["value"]
+    pitch = det["pixel_pitch"]["u"]["value"]
+    sdd = scenario["geometry"]["detector"]["center"]["x"]["value"]
+    sod = scenario["geometry"]["stage"]["center"]["x"]["value"]
+    du = (DUPLEX_ROI_CENTRE_PX[0] - (cols - 1) / 2) * pitch * sod / sdd
+    dv = (DUPLEX_ROI_CENTRE_PX[1] - (rows - 1) / 2) * pitch * sod / sdd
+    return -du, -dv  # detector u = -y, v = -z
 
 
 def _spectrum_for(scenario: dict, path: Path) -> None:
@@ -176,7 +207,7 @@ def prepare_test_folder(scenario_file: str | Path, folder: str | Path) -> Path:
         elif "Folie" in name:
             _write_stl(folder / name, hole_foil_triangles(data))
         elif "DuplexWire" in name:
-            _write_stl(folder / name, duplex_wire_triangles())
+            _write_stl(folder / name, duplex_wire_triangles(center_yz_mm=_duplex_centre_mm(data)))
         else:
             raise FileNotFoundError(f"no stand-in for {name}")
     return dst

@@ -31,7 +31,7 @@ from twin.ctsimu.sources import read_spectrum_file, spekpy_spectrum
 from twin.ctsimu.units import has_drifts, number, quantity, raw_value
 from twin.errors import XrmInputError
 from twin.filters import FilterLayer
-from twin.materials import Material, formula_mass_fractions, get_material
+from twin.materials import Material, formula_mass_fractions
 from twin.meshes import MeshPart, load_mesh_file
 from twin.scenario import ScanSpec, validate
 from twin.spectrum import Spectrum
@@ -136,9 +136,9 @@ class CtsimuScenario:
         Photons / (s sr) per bin after window and source filters.
     detector : DetectorSettings
     acquisition : Acquisition
-    spot_sigma_mm : ndarray (2, 2)
-        Covariance (mm^2) of the focal spot projected on the detector's (v, u) axes per
-        unit of (M - 1), see :func:`twin.ctsimu.run.spot_blur_sigma_px`.
+    spot_cov_mm2 : ndarray (2, 2)
+        Covariance (mm^2) of the focal spot projected on the detector's (v, u) axes, to be
+        scaled by (M - 1)^2, see :func:`twin.ctsimu.run.spot_blur_sigma_px`.
     source_object_mm, source_detector_mm : float
         Source to stage centre, and source to the detector plane (perpendicular), frame 0.
     notes : tuple of str
@@ -286,7 +286,6 @@ def _source_spectrum(raw, mats, base: Path, issues: _Issues) -> tuple[Spectrum, 
     else:
         tgt = _get(src, "target", default={}) or {}
         tmat = tgt.get("material_id") or "W"
-        tmat = tmat if tmat in fr.__dict__ else tmat
         trans = tgt.get("type") == "transmission"
         thick_mm = quantity(tgt.get("thickness"), "length", "source.target.thickness")
         emis = quantity(_get(tgt, "angle", "emission"), "angle", "source.target.angle.emission", 12.0)

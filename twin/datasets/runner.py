@@ -90,8 +90,21 @@ def check_folder(spec: DatasetSpec, out: Path, force: bool) -> None:
             existing = json.loads((out / SPEC_FILE).read_text(encoding="utf-8")).get("spec_hash")
         except (OSError, ValueError):
             existing = "unreadable"
-    elif (out / MANIFEST).is_file() or (out / SHARDS).is_dir():
-        existing = "unknown"
+    else:  # no dataset.json: judge by the rows of the manifest and of the shards
+        hashes = set()
+        texts = [(out / MANIFEST).read_text(encoding="utf-8")] if (out / MANIFEST).is_file() else []
+        if (out / SHARDS).is_dir():
+            texts += [p.read_text(encoding="utf-8") for p in sorted((out / SHARDS).glob("sample_*.json"))]
+            if not texts and any((out / SHARDS).glob("sample_*.h5")):
+                hashes.add("unknown")
+        for text in texts:
+            for line in text.splitlines():
+                try:
+                    hashes.add(json.loads(line).get("spec_hash", "unknown"))
+                except ValueError:
+                    hashes.add("unknown")
+        hashes.discard(spec.spec_hash)
+        existing = sorted(hashes)[0] if hashes else None
     if existing is None or existing == spec.spec_hash:
         return
     if not force:
@@ -150,15 +163,16 @@ def dask_client(spec: DatasetSpec, *, workers: int | None, scheduler: str | None
         finally:
             client.close()
         return
-    n = int(workers or os.cpu_count() or 1)
+    n = int(workers if workers is not None else os.cpu_count() or 1)
     if n < 1:
-        raise XrmInputError(f"--workers must be >= 1, got {workers}")
+        raise XrmInputError(f"--workers must be >= 0, got {workers}")
     with dask.config.set({"distributed.worker.daemon": False,
                           "distributed.scheduler.allowed-failures": 5,
                           "distributed.logging.distributed": "error"}):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None,
-                               silence_logs=logging.ERROR, env=_worker_env(spec),
+                               scheduler_kwargs={"dashboard": False},
+                               silence_logs=logging.CRITICAL, env=_worker_env(spec),
                                memory_limit=0)
         try:
             client = Client(cluster)
@@ -234,7 +248,7 @@ def verify_dataset(out: str | Path, spec_hash: str | None = None, count: int | N
 def run_dataset(spec: DatasetSpec, out_dir: str | Path, *, workers: int | None = None,
                 scheduler: str | None = None, resume: bool = True, verify: bool = False,
                 force: bool = False, quiet: bool = False, connect_timeout_s: float = 10.0,
-                retries: int = 2, figure: bool = True,
+                retries: int = 0, figure: bool = True,
                 on_sample: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Make every sample of ``spec`` under ``out_dir`` and write the manifest.
 
@@ -263,11 +277,18 @@ def run_dataset(spec: DatasetSpec, out_dir: str | Path, *, workers: int | None =
     t0 = time.perf_counter()
     if workers is not None and scheduler is not None:
         raise XrmInputError("give either --workers or --scheduler, not both")
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 0):
+        raise XrmInputError(f"--workers must be >= 0 (0: in this process), got {workers}")
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out):
         check_folder(spec, out, force)
-        write_text_atomic(out / SPEC_FILE, json.dumps(spec.to_json_dict(), indent=1, sort_keys=True) + "\n")
         cleanup_temporaries(out)
+        try:
+            write_text_atomic(out / SPEC_FILE, json.dumps(spec.to_json_dict(), indent=1, sort_keys=True) + "\n")
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(f"no space left on the device of {str(out)!r}: nothing written") from None
+            raise
         rows: dict[int, dict] = {}
         todo: list[int] = []
         for i in range(spec.count):
@@ -293,7 +314,7 @@ def run_dataset(spec: DatasetSpec, out_dir: str | Path, *, workers: int | None =
                 if not todo:
                     pass
                 elif workers == 0 and scheduler is None:
-                    for k, i in enumerate(todo):
+                    for i in todo:
                         try:
                             done(run_sample(spec, i, out), 0)
                         except DiskFullError as exc:
@@ -301,6 +322,8 @@ def run_dataset(spec: DatasetSpec, out_dir: str | Path, *, workers: int | None =
                             break
                         except XrmInputError as exc:
                             failed[i] = str(exc)
+                        except Exception as exc:  # noqa: BLE001 - reported per sample, as on Dask
+                            failed[i] = f"{type(exc).__name__}: {exc}"
                 else:
                     disk_full = _run_distributed(spec, out, todo, workers, scheduler, connect_timeout_s,
                                                  retries, done, failed)
@@ -346,6 +369,8 @@ def _run_distributed(spec, out: Path, todo: list[int], workers, scheduler, conne
     from distributed import as_completed
 
     disk_full = None
+    if scheduler is None:  # no more worker processes than samples to make
+        workers = min(int(workers if workers is not None else os.cpu_count() or 1), len(todo))
     with dask_client(spec, workers=workers, scheduler=scheduler,
                      connect_timeout_s=connect_timeout_s) as client:
         futures = [client.submit(run_sample, spec, i, str(out.resolve()), pure=False, retries=retries,
@@ -406,9 +431,12 @@ def summary_figure(rows: list[Mapping[str, Any]], path: str | Path, *, title: st
         if numeric and len(set(vals)) > 6:
             ax.hist(np.asarray(vals, float), bins=min(30, max(5, len(vals) // 3)), color="#4878a8")
         else:
-            labels = sorted({json.dumps(v) if not isinstance(v, str) else v for v in vals})
-            counts = [sum(1 for v in vals if (json.dumps(v) if not isinstance(v, str) else v) == lbl)
-                      for lbl in labels]
+            def name(v):
+                return v if isinstance(v, str) else json.dumps(v)
+
+            uniq = {name(v): v for v in vals}
+            labels = sorted(uniq, key=lambda s: (0, uniq[s], s) if numeric else (1, 0, s))
+            counts = [sum(1 for v in vals if name(v) == lbl) for lbl in labels]
             ax.bar(range(len(labels)), counts, color="#d08040")
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels(labels, rotation=30, fontsize=7)

@@ -64,8 +64,8 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    text = str(exc)
-    return isinstance(exc, OSError) and ("No space left" in text or "errno = 28" in text)
+    text = str(exc)  # h5py reports a failed flush as RuntimeError("... errno = 28 ...")
+    return isinstance(exc, (OSError, RuntimeError)) and ("No space left" in text or "errno = 28" in text)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -272,8 +272,13 @@ def _table(group: h5py.Group, name: str, rows: list[dict], dtype: np.dtype, fiel
     arr = np.zeros(len(rows), dtype=dtype)
     for i, r in enumerate(rows):
         for f, default in fields:
-            arr[i][f] = r.get(f, default) if not isinstance(default, tuple) else np.asarray(
-                r.get(f, default), float)
+            v = r.get(f)
+            if v is None:
+                v = default
+            try:
+                arr[i][f] = np.asarray(v, float) if isinstance(default, tuple) else v
+            except (TypeError, ValueError):
+                arr[i][f] = np.asarray(default, float) if isinstance(default, tuple) else default
     d = group.create_dataset(name, data=arr, track_times=False)
     d.attrs["json"] = canonical_json(rows)
 
@@ -402,7 +407,7 @@ def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, 
     out = Path(out_dir)
     final = shard_path(out, index)
     work_root = out / WORK
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         work_root.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -421,7 +426,7 @@ def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, 
                "seed": int(draw.scenario["seed"]), "params": json.loads(canonical_json(draw.params)),
                "spec_hash": spec.spec_hash}
         write_text_atomic(row_path(out, index), canonical_json(row) + "\n")
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         if is_disk_full(exc):
             with contextlib.suppress(OSError):
                 row_path(out, index).unlink()
@@ -430,6 +435,7 @@ def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, 
         raise
     row_out = dict(row)
     row_out["_elapsed_s"] = time.perf_counter() - t0
+    row_out["_cpu_s"] = time.process_time() - c0
     return row_out
 
 

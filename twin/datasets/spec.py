@@ -189,17 +189,16 @@ def load_dataset_spec(source: str | Path, overrides: list[str] | None = None) ->
     """Read, override and validate a dataset spec TOML file."""
     p = Path(source)
     if not p.is_file():
-        builtin = Path(__file__).resolve().parents[2] / "scenarios" / "datasets" / f"{source}.toml"
-        try:
-            import scenarios
+        import scenarios
 
-            builtin = Path(scenarios.__file__).parent / "datasets" / f"{source}.toml"
-        except ImportError:  # pragma: no cover
-            pass
+        folder = Path(scenarios.__file__).parent / "datasets"
+        builtin = folder / f"{source}.toml"
         if not p.suffix and builtin.is_file():
             p = builtin
         else:
-            raise XrmInputError(f"dataset spec {str(source)!r} does not exist")
+            names = sorted(q.stem for q in folder.glob("*.toml"))
+            raise XrmInputError(f"dataset spec {str(source)!r} does not exist (built-in dataset specs: "
+                                f"{', '.join(names) or 'none'})")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

@@ -8,4 +8,6 @@
 * :mod:`twin.optimise.cli` -- Typer commands ``sweep`` and ``optimise``.
 """
 
-from twin.optimise.fastmodel import Task, evaluate, parse_task  # noqa: F401
+from twin.optimise.fastmodel import Task, evaluate, parse_task
+
+__all__ = ["Task", "evaluate", "parse_task"]

@@ -15,10 +15,15 @@ FDK (:mod:`recon.fdk`):
 3. **Contrast.** Linearised polychromatic contrast of the defect filling against the host,
    ``dmu = sum_E w(E) (mu_fill - mu_host)`` with the detected-energy weights
    ``w = n eta E T / s`` (what FDK of ``-ln(I/I0)`` returns for a small feature).
-4. **Resolution (task transfer function).** ``TTF(f) = exp(-2 pi^2 (s_spot^2 + s_screen^2) f^2)
-   sinc^2(f_r d) sinc^2(f_z d)``: Gaussian focal-spot penumbra ``spot (M-1)/M`` and screen blur
-   (Koch) at the object, times the bilinear interpolation of the voxel-driven backprojector;
-   band-limited to ``f_r, |f_z| <= 1/(2 d)`` (``d`` the voxel size).
+4. **Resolution (task transfer function).** ``TTF(f) = H_spot H_screen sinc^2(f_r d)
+   sinc^2(f_z d)``: focal-spot penumbra ``spot (M-1)`` and screen blur (Koch) at the detector,
+   each the transfer of the *discrete* Gaussian kernel the twin applies to the sampled
+   projections (:func:`gaussian_filter_transfer`; a sub-pixel blur does almost nothing), times
+   the bilinear interpolation of the voxel-driven backprojector, times the pixel aperture
+   ``sinc(f_r d) sinc(f_z d)`` where pixels integrate over their area (a real detector; the
+   twin with supersampled rays, the default on voxel phantoms; not with one ray per pixel,
+   the default on mesh-only ``parts`` scenes); band-limited to
+   ``f_r, |f_z| <= 1/(2 d)`` (``d`` the voxel size).
 5. **FDK noise power.** Ramp-filtered backprojection of white projection noise over ``N``
    views: ``NPS(f) = (pi / N) d^2 sigma_p^2 |f_r| sinc^4(f_r d) sinc^4(f_z d)`` in band (the
    quantum part times the squared screen MTF). The bilinear interpolation of the backprojector
@@ -47,7 +52,7 @@ import copy
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -64,7 +69,7 @@ from twin.spectrum import KVP_RANGE, MAX_POWER_W, monochromatic_spectrum, tube_s
 
 __all__ = ["Task", "parse_task", "TASK_KINDS", "HOST_ALIASES", "DEFAULT_PATHS", "evaluate",
            "row_specs", "check_ranges", "dprime_threshold", "pod_from_dprime",
-           "FDK_ALIAS_FACTOR", "INSTRUMENT_RANGES", "BINNINGS"]
+           "FDK_ALIAS_FACTOR", "INSTRUMENT_RANGES", "BINNINGS", "gaussian_filter_transfer"]
 
 TASK_KINDS = ("void", "crack", "delamination", "inclusion")
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -279,8 +284,28 @@ def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def row_specs(base: ScanSpec, rows: Iterable[Mapping[str, Any]]) -> list[ScanSpec]:
-    """One validated :class:`ScanSpec` per row of ``{"source.kvp": 80, ...}`` overrides."""
+def row_specs(base: ScanSpec, rows: Iterable[Mapping[str, Any]], *, trusted: bool = False
+              ) -> list[ScanSpec]:
+    """One validated :class:`ScanSpec` per row of ``{"source.kvp": 80, ...}`` overrides.
+
+    ``trusted=True`` (rows built by the optimiser from known keys and well-typed values) skips
+    the schema validation and only replaces the section entries (much faster).
+    """
+    if trusted:
+        import dataclasses
+
+        out = []
+        for row in rows:
+            secs = {s: None for s in ("source", "geometry", "detector")}
+            for k, v in row.items():
+                sec, key = k.split(".", 1)
+                if secs.get(sec) is None:
+                    secs[sec] = dict(getattr(base, sec))
+                secs[sec][key] = v
+            spec = dataclasses.replace(base, **{k: v for k, v in secs.items() if v is not None})
+            check_ranges(spec)
+            out.append(spec)
+        return out
     raw = base.to_toml_dict()
     out = []
     for row in rows:
@@ -359,8 +384,9 @@ class _Row:
     frames: int
     views: int
     voxel_mm: float
-    sigma_signal_mm: float
-    sigma_screen_mm: float
+    sigma_src_px: float
+    aperture: float
+    sigma_screen_px: float
     magnification: float
     scan_time_s: float
     cols: int
@@ -376,19 +402,34 @@ def _detector_and_geometry(spec_json: str):
     return geom, resolve_detector(spec, geom)
 
 
+_GEOM_SKIP = ("projections",)
+_DET_SKIP = ("exposure_s", "frames")
+
+
 def _instrument_json(spec: ScanSpec) -> str:
-    d = spec.to_toml_dict()
-    # what the detector and geometry depend on (not the source, exposure or views)
-    d["source"] = {}
-    d["geometry"] = {k: v for k, v in d["geometry"].items() if k != "projections"}
+    """What the detector and geometry depend on (not the source, exposure or views), as JSON."""
+    d = {"name": "instrument", "seed": 0,
+         "geometry": {k: v for k, v in spec.geometry.items() if k not in _GEOM_SKIP},
+         "detector": {k: v for k, v in spec.detector.items() if k not in _DET_SKIP},
+         "phantom": {"kind": "parts", "parts": []}}
     d["geometry"]["projections"] = 1
-    d["detector"] = {k: v for k, v in d["detector"].items() if k not in ("exposure_s", "frames")}
-    d["phantom"] = {"kind": "parts", "parts": []}
     return json.dumps(d, sort_keys=True)
 
 
+def _aperture(spec: ScanSpec) -> float:
+    """1.0 when the detector pixel integrates over its area (as a real one does, and the twin
+    with ``geometry.supersample`` > 1 or ``"auto"`` on voxel phantoms), 0.0 when the twin samples
+    one ray per pixel centre (``supersample = 1``; ``"auto"`` on mesh-only ``parts`` scenes)."""
+    ss = spec.geometry.get("supersample", 1)
+    if isinstance(ss, int):
+        return 1.0 if ss > 1 else 0.0
+    return 0.0 if spec.phantom.get("kind") == "parts" and not any(
+        isinstance(p, Mapping) and p.get("shape") == "labels" for p in spec.phantom.get("parts", [])) else 1.0
+
+
 def _row(spec: ScanSpec) -> tuple[_Row, Any, Any]:
-    geom, det = _detector_and_geometry(_instrument_json(spec))
+    ij = _instrument_json(spec)
+    geom, det = _detector_and_geometry(ij)
     power = float(spec.source["power_w"])
     vox_mm = geom.voxel_size_um / 1000.0
     d_mm = geom.source_object_mm + geom.object_detector_mm
@@ -403,12 +444,12 @@ def _row(spec: ScanSpec) -> tuple[_Row, Any, Any]:
     src_px = src_px if src_px > 0.05 else 0.0
     opt_px = opt_px if opt_px > 0.05 else 0.0
     frames = int(spec.detector["frames"])
-    return _Row(spec_key=_spectrum_key(spec), det_key=_instrument_json(spec), power_w=power,
+    return _Row(spec_key=_spectrum_key(spec), det_key=ij, power_w=power,
                 flux_scale=float(spec.source["flux_scale"]),
                 mono=spec.source["monochromatic_kev"] is not None, omega_sr=omega,
                 exposure_s=float(spec.detector["exposure_s"]), frames=frames,
                 views=int(spec.geometry["projections"]), voxel_mm=vox_mm,
-                sigma_signal_mm=math.hypot(src_px, opt_px) * vox_mm, sigma_screen_mm=opt_px * vox_mm,
+                sigma_src_px=src_px, sigma_screen_px=opt_px, aperture=_aperture(spec),
                 magnification=geom.geometric_magnification,
                 scan_time_s=scenario_scan_time_s(spec.geometry, spec.detector), cols=geom.cols,
                 fov_mm=geom.field_of_view_mm[0]), geom, det
@@ -463,9 +504,9 @@ def _signal_spectra(task: Task, sizes_um: Sequence[float], grid: _Grid) -> tuple
         elif task.normal == "z":
             s = _disc_ft(grid.fz, grid.fr, a_mm, task.extent_um / 1000.0)
             S1[i], S2[i] = s, s * s
-        else:  # normal in the x-y plane: average over the azimuth (Gauss-Legendre on 0..pi/2)
-            pass
     if task.kind in ("crack", "delamination") and task.normal != "z":
+        # normal in the x-y plane: average over the azimuth (Gauss-Legendre on 0..pi/2); the
+        # in-plane (jinc) factor does not depend on the opening, the sinc factor does
         x, wq = np.polynomial.legendre.leggauss(16)
         phi = (x + 1.0) * np.pi / 4.0
         wq = wq / 2.0
@@ -482,21 +523,53 @@ def _signal_spectra(task: Task, sizes_um: Sequence[float], grid: _Grid) -> tuple
     return S1, S2
 
 
-def _integrals(voxel_mm: np.ndarray, sig_mm: np.ndarray, scr_mm: np.ndarray, S1: np.ndarray,
-               S2: np.ndarray, grid: _Grid, chunk: int = 8) -> dict[str, np.ndarray]:
+def gaussian_filter_transfer(nu: np.ndarray, sigma_px: np.ndarray) -> np.ndarray:
+    """Transfer of :func:`scipy.ndimage.gaussian_filter` (``truncate=4``) at ``nu`` cycles/pixel.
+
+    The twin blurs sampled images with this discrete kernel (radius ``int(4 sigma + 0.5)``), so
+    a blur of a fraction of a pixel does almost nothing; the continuous Gaussian would not say so.
+    ``sigma_px`` broadcasts against ``nu``; sigma 0 gives 1.
+    """
+    sigma_px = np.asarray(sigma_px, float)
+    nu = np.asarray(nu, float)
+    out = np.ones(np.broadcast_shapes(nu.shape, sigma_px.shape))
+    smax = float(np.max(sigma_px)) if sigma_px.size else 0.0
+    if smax <= 0:
+        return out
+    rmax = int(4.0 * smax + 0.5)
+    k = np.arange(rmax + 1, dtype=float)
+    sig = sigma_px[..., None]
+    radius = np.floor(4.0 * sig + 0.5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where((k <= radius) & (sig > 0), np.exp(-0.5 * k * k / np.maximum(sig, 1e-12) ** 2), 0.0)
+    w[..., 0] = 1.0
+    norm = w[..., 0] + 2.0 * w[..., 1:].sum(axis=-1)
+    h = w[..., 0] * np.ones(out.shape)
+    for j in range(1, rmax + 1):
+        h = h + 2.0 * w[..., j] * np.cos(2.0 * np.pi * nu * j)
+    return np.where(sigma_px > 0, h / norm, 1.0)
+
+
+def _integrals(voxel_mm: np.ndarray, src_px: np.ndarray, scr_px: np.ndarray, aperture: np.ndarray,
+               S1: np.ndarray, S2: np.ndarray, grid: _Grid, chunk: int = 8) -> dict[str, np.ndarray]:
     """Frequency integrals per distinct (voxel, blur) row; arrays of shape (U, S) or (U,)."""
     U = voxel_mm.size
     out = {k: np.empty((U, S1.shape[0])) for k in ("J0", "Jq", "Jr", "P0")}
     out.update({k: np.empty(U) for k in ("Kq", "Kr")})
     fr, fz, w = grid.fr[None], grid.fz[None], grid.w[None]
-    f2 = fr * fr + fz * fz
     for u0 in range(0, U, chunk):
         sl = slice(u0, min(U, u0 + chunk))
         d = voxel_mm[sl, None]
         band = (fr <= 0.5 / d) & (fz <= 0.5 / d)
         si = np.sinc(fr * d) * np.sinc(fz * d)
-        ttf = np.exp(-2.0 * np.pi ** 2 * sig_mm[sl, None] ** 2 * f2) * si * si * band
-        g_scr2 = np.exp(-4.0 * np.pi ** 2 * scr_mm[sl, None] ** 2 * f2)
+        hs = (gaussian_filter_transfer(fr * d, src_px[sl, None])
+              * gaussian_filter_transfer(fz * d, src_px[sl, None]))
+        ho = (gaussian_filter_transfer(fr * d, scr_px[sl, None])
+              * gaussian_filter_transfer(fz * d, scr_px[sl, None]))
+        # pixel aperture (area integration of the signal; not of the counted quanta' noise)
+        ap = np.where(aperture[sl, None] > 0, si, 1.0)
+        ttf = hs * ho * si * si * ap * band
+        g_scr2 = ho * ho
         nps_r = fr * si ** 4 * band * w
         nps_q = nps_r * g_scr2
         t2w = ttf * ttf * w
@@ -524,17 +597,17 @@ def pod_from_dprime(dprime: np.ndarray | float, p_false_call: float = 1e-4) -> n
     return ndtr(np.asarray(dprime, float) - dprime_threshold(p_false_call))
 
 
-def _path_arrays(task: Task, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _path_arrays(task: Task, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     key = tuple(np.round(energies, 6).tolist())
     tau = np.zeros(energies.size)
     for m, length in task.path:
         tau += _mu(m, key) * length
     dmu = _mu(task.fill, key) - _mu(task.host, key)
-    return np.exp(-tau), dmu
+    return np.exp(-tau), dmu, tau
 
 
 def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Task | str, *,
-             specs: Sequence[ScanSpec] | None = None, a90: bool = False,
+             specs: Sequence[ScanSpec] | None = None, a90: bool = False, trusted: bool = False,
              p_false_call: float = 1e-4, grid_n: int = 320) -> dict[str, np.ndarray]:
     """Score settings for a task with the fast model.
 
@@ -561,13 +634,15 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
     dict of ndarray, shape (n_settings,)
         ``cnr`` (peak CNR of the defect), ``d_prime`` (NPW), ``pod``, ``auc``, ``scan_time_h``,
         ``delta_mu_per_mm``, ``sigma_voxel_per_mm``, ``voxel_um``, ``resolution_fwhm_um``,
-        ``transmission``, ``detected_mean_kev``, ``quanta_per_pixel_view`` (absorbed, through
+        ``transmission``, ``hardening`` (beam hardening along the path: ``1 - <tau>_exit /
+        <tau>_entrance``, the relative drop of the path's effective attenuation from the
+        detected spectrum without to with the sample; cupping and streaks grow with it), ``detected_mean_kev``, ``quanta_per_pixel_view`` (absorbed, through
         the path), ``flat_full_well_fraction`` (> 1: saturated flat), ``views``, ``exposure_s``,
         ``fov_mm``; with ``a90``: ``a90_um``.
     """
     task = parse_task(task) if isinstance(task, str) else task
     if specs is None:
-        specs = [base] if rows is None else row_specs(base, rows)
+        specs = [base] if rows is None else row_specs(base, rows, trusted=trusted)
     if not specs:
         raise XrmInputError("no settings to evaluate")
     resolved = [_row(s) for s in specs]
@@ -577,13 +652,13 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
     for i, (r, _, _) in enumerate(resolved):
         groups.setdefault((r.spec_key, r.det_key), []).append(i)
     s1 = np.empty(R); s2 = np.empty(R); flat1 = np.empty(R); dmu = np.empty(R)
-    q1 = np.empty(R); emean = np.empty(R); trans = np.empty(R)
+    q1 = np.empty(R); emean = np.empty(R); trans = np.empty(R); hard = np.empty(R)
     k = np.empty(R); swank = np.empty(R); read2 = np.empty(R); dark = np.empty(R)
     gain = np.empty(R); full_well = np.empty(R); ideal = np.zeros(R, bool)
     for (skey, _), idx in groups.items():
         det = resolved[idx[0]][2]
         energy, per_w = _spectrum_per_watt(*skey)
-        T, dm = _path_arrays(task, energy)
+        T, dm, tau = _path_arrays(task, energy)
         eta = det.absorption(energy)
         ne = per_w * eta
         a_s1 = float(np.sum(ne * energy * T))
@@ -596,6 +671,10 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
         dmu[idx] = np.sum(ne * energy * T * dm) / a_s1
         emean[idx] = a_s1 / max(float(np.sum(ne * T)), 1e-300)
         trans[idx] = a_s1 / max(float(np.sum(ne * energy)), 1e-300)
+        # beam hardening: drop of the marginal attenuation of the path from entrance to exit
+        tau_in = np.sum(ne * energy * tau) / max(float(np.sum(ne * energy)), 1e-300)
+        tau_out = np.sum(ne * energy * T * tau) / a_s1
+        hard[idx] = 1.0 - tau_out / tau_in if tau_in > 0 else 0.0
         ideal[idx] = det.ideal
         k[idx] = 1.0 if det.ideal else det.electrons_per_kev
         swank[idx] = det.swank_screen
@@ -620,9 +699,10 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
     flat_fraction = k * flat1 * power * omega * t / full_well
     # ---- frequency integrals per distinct (voxel, blur) pair
     vox = np.array([r.voxel_mm for r in rr])
-    sig = np.array([r.sigma_signal_mm for r in rr])
-    scr = np.array([r.sigma_screen_mm for r in rr])
-    keys = np.round(np.stack([vox, sig, scr], 1), 12)
+    sig = np.array([r.sigma_src_px for r in rr])
+    scr = np.array([r.sigma_screen_px for r in rr])
+    apt = np.array([r.aperture for r in rr])
+    keys = np.round(np.stack([vox, sig, scr, apt], 1), 12)
     uniq, inv = np.unique(keys, axis=0, return_inverse=True)
     inv = inv.ravel()
     sizes = [task.size_um]
@@ -633,7 +713,7 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
     n = int(max(grid_n, min(2000, math.ceil(fmax * extent_mm * 3))))
     grid = _grid(fmax, n)
     S1, S2 = _signal_spectra(task, sizes, grid)
-    I = _integrals(uniq[:, 0], uniq[:, 1], uniq[:, 2], S1, S2, grid)
+    I = _integrals(uniq[:, 0], uniq[:, 1], uniq[:, 2], uniq[:, 3], S1, S2, grid)
     J0, Jq, Jr, P0 = (I[x][inv] for x in ("J0", "Jq", "Jr", "P0"))
     Kq, Kr = I["Kq"][inv], I["Kr"][inv]
     d = vox
@@ -647,6 +727,15 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
         dprime_all = np.where(den > 0, np.abs(dmu)[:, None] * J0 / np.sqrt(den), np.inf)
         cnr = None
     i0 = 0 if not a90 else int(np.argmin(np.abs(np.asarray(sizes) - task.size_um)))
+    # 1/d'^2 = (A / t + B / t^2) / N for one frame per view: A holds the quantum noise and the
+    # dark current, B the read noise and quantisation (for the optimiser's closed-form solve)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g2 = (np.abs(dmu) * J0[:, i0]) ** 2
+        unit = (math.pi * d * d) / g2  # pref x N / (dmu J0)^2
+        A_coef = unit * (sq2 * t * Jq[:, i0] + (frames * t * dark / S ** 2) * t * Jr[:, i0])
+        B_coef = unit * ((frames * read2 + frames ** 2 * gain ** 2 / 12.0) / S ** 2) * t * t * Jr[:, i0]
+        A_coef = np.where(ideal, 0.0, A_coef)
+        B_coef = np.where(ideal, 0.0, B_coef)
     dprime = dprime_all[:, i0]
     with np.errstate(divide="ignore", invalid="ignore"):
         cnr = np.where(var_vox > 0, np.abs(dmu) * np.abs(P0[:, i0]) / np.sqrt(var_vox), np.inf)
@@ -655,10 +744,12 @@ def evaluate(base: ScanSpec, rows: Sequence[Mapping[str, Any]] | None, task: Tas
         "auc": ndtr(dprime / math.sqrt(2.0)),
         "scan_time_h": np.array([r.scan_time_s for r in rr]) / 3600.0,
         "delta_mu_per_mm": dmu, "sigma_voxel_per_mm": np.sqrt(var_vox),
-        "voxel_um": vox * 1000.0, "resolution_fwhm_um": sig * 1000.0 * FWHM_PER_SIGMA,
-        "transmission": trans, "detected_mean_kev": emean, "quanta_per_pixel_view": q1 * c,
+        "voxel_um": vox * 1000.0,
+        "resolution_fwhm_um": np.hypot(sig, scr) * vox * 1000.0 * FWHM_PER_SIGMA,
+        "transmission": trans, "hardening": hard, "detected_mean_kev": emean, "quanta_per_pixel_view": q1 * c,
         "flat_full_well_fraction": flat_fraction, "views": views, "exposure_s": t,
         "fov_mm": np.array([r.fov_mm for r in rr]), "columns": np.array([r.cols for r in rr]),
+        "inv_d2_A": A_coef, "inv_d2_B": B_coef,
     }
     if a90:
         target = dprime_threshold(p_false_call) + Z90

@@ -132,8 +132,8 @@ def full_simulation(base: ScanSpec, overrides: Mapping[str, Any] | None, task: T
     dict
         ``d_prime``, ``cnr`` (measured, rescaled), ``d_prime_sim``, ``cnr_sim`` (at the simulated
         views), ``d_prime_model``, ``cnr_model`` (fast model, same phantom, same views as the
-        setting), ``views_simulated``, ``voxel_um``, ``delta_mu_measured_per_mm``,
-        ``sigma_measured_per_mm``.
+        setting), ``d_prime_se`` (standard error of the measured d' from its spread over four
+        blocks of slices), ``views_simulated``, ``voxel_um``, ``sigma_measured_per_mm``.
     """
     from twin.runtime import init_taichi
 
@@ -175,6 +175,17 @@ def full_simulation(base: ScanSpec, overrides: Mapping[str, Any] | None, task: T
     sd_resp = float(np.std(resp[mask]))
     energy = float(np.sum(tmpl ** 2))
     d_sim = energy / sd_resp if sd_resp > 0 else math.inf
+    # standard error of the measured d': spread over 4 blocks of slices (independent noise)
+    zs = np.nonzero(mask.any(axis=(1, 2)))[0]
+    blocks = np.array_split(zs, 4)
+    d_blocks = []
+    for bz in blocks:
+        m = np.zeros_like(mask)
+        m[bz] = mask[bz]
+        sd = float(np.std(resp[m]))
+        if sd > 0:
+            d_blocks.append(energy / sd)
+    d_se = float(np.std(d_blocks, ddof=1) / math.sqrt(len(d_blocks))) if len(d_blocks) > 1 else math.nan
     sigma = float(np.std(noise[mask]))
     peak = float(np.max(np.abs(tmpl)))
     cnr_sim = peak / sigma if sigma > 0 else math.inf
@@ -183,16 +194,18 @@ def full_simulation(base: ScanSpec, overrides: Mapping[str, Any] | None, task: T
     chord = mean_chord_mm(lay["host_radius_mm"], lay["offset_mm"])
     ptask = Task(task.kind, task.size_um, task.host, task.fill, task.extent_um, task.normal,
                  ((task.host, chord),), task.text)
-    mspec = row_specs(base, [dict(overrides or {})])[0]
-    md = mspec.to_toml_dict()
-    md["detector"]["pixels"] = [int(pixels), int(pixels)]
+    md = s_def.to_toml_dict()  # the simulated scan (phantom, detector, supersampling) ...
+    md["geometry"]["projections"] = views  # ... at the setting's views
+    md["detector"]["noise"] = True
     model = evaluate(base, None, ptask, specs=[validate(md, base.origin)])
     inner = (np.abs(sig) > 0.5 * peak)
     return {"d_prime": d_sim * scale, "cnr": cnr_sim * scale, "d_prime_sim": d_sim,
+            "d_prime_se": d_se * scale,
             "cnr_sim": cnr_sim, "d_prime_model": float(model["d_prime"][0]),
             "cnr_model": float(model["cnr"][0]), "views_simulated": v_sim, "views": views,
             "voxel_um": lay["voxel_um"], "sigma_measured_per_mm": sigma / scale,
             "sigma_model_per_mm": float(model["sigma_voxel_per_mm"][0]),
             "delta_mu_model_per_mm": float(model["delta_mu_per_mm"][0]),
-            "peak_signal_per_mm": peak, "defect_voxels_above_half": int(inner.sum()),
+            "peak_signal_per_mm": peak,
+            "flat_full_well_fraction": float(model["flat_full_well_fraction"][0]), "defect_voxels_above_half": int(inner.sum()),
             "path_mm": chord}

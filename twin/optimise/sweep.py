@@ -147,11 +147,11 @@ class _Runner:
 
         if scheduler == "local":
             self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None)
+                                        dashboard_address=":0")
             self.client = Client(self.cluster)
         else:
             try:
-                self.client = Client(scheduler, timeout="20s")
+                self.client = Client(scheduler, timeout="10s")
             except OSError as exc:
                 raise XrmInputError(f"cannot reach the Dask scheduler {scheduler!r}: {exc}") from None
 
