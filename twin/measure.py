@@ -62,7 +62,8 @@ def field_of_view_mask(shape_zyx, *, margin_vox: int = 2) -> np.ndarray:
 
 def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: np.ndarray,
                  truth_names: Mapping[int, str] | None, *, roi_margin_vox: int = 2,
-                 min_voxels: int = 27) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
+                 min_voxels: int = 27, grey: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
     """Turn segmentation classes into named components.
 
     Without a truth, class ``c`` is ``phase{c}``. With a truth, each truth component gets the
@@ -71,6 +72,10 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
     dilated by ``roi_margin_vox``. That is what an analyst does in Dragonfly (histogram
     thresholds, then ROIs refined around each component); the measured error then comes from
     the segmentation (blur, noise, thresholds), not from knowing which voxels are which.
+
+    With ``grey``, each component's threshold is then refined to the local mid-level (the ISO
+    50 % edge criterion of dimensional CT): half-way between the median grey of the segment's
+    interior and that of its surroundings in the ROI, both read from the image.
 
     Returns the component label volume, ``{label: name}`` and the Dice of each component.
     """
@@ -86,24 +91,37 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
             names[c] = f"phase{c}"
         return comp, names, dice
     struct = ndimage.generate_binary_structure(3, 1)
-    for label, name in sorted(truth_names.items()):
-        if label <= 0:
-            continue
+    # smallest components first: a thin phase embedded in a bulky one (Ni foam in its paste)
+    # keeps its voxels; later, bulkier components cannot claim voxels already taken
+    sizes = {l: int(np.count_nonzero((truth_labels == l) & region)) for l in truth_names if l > 0}
+    for label in sorted(sizes, key=lambda l: (sizes[l], l)):
+        name = truth_names[label]
         truth_c = (truth_labels == label) & region
-        n_true = int(truth_c.sum())
+        n_true = sizes[label]
         if n_true < min_voxels:
             continue
         roi = ndimage.binary_dilation(truth_c, struct, iterations=roi_margin_vox) & region
         best = (-1.0, None)
+        free_roi = roi & (comp == 0)
         for k in range(1, n_classes):
             for cand in (classes == k, classes >= k, classes <= k):
-                m = cand & roi
+                m = cand & free_roi
                 inter = np.count_nonzero(m & truth_c)
                 d = 2.0 * inter / (np.count_nonzero(m) + n_true)
                 if d > best[0]:
                     best = (d, m)
         if best[1] is None or best[0] <= 0.0:
             continue
+        if grey is not None:
+            seg_c = best[1]
+            inner = ndimage.binary_erosion(seg_c, struct)
+            outer = roi & ~ndimage.binary_dilation(seg_c, struct)
+            if inner.sum() >= 8 and outer.sum() >= 8:
+                mu_in, mu_out = float(np.median(grey[inner])), float(np.median(grey[outer]))
+                mid = 0.5 * (mu_in + mu_out)
+                refined = free_roi & ((grey > mid) if mu_in > mu_out else (grey < mid))
+                inter = np.count_nonzero(refined & truth_c)
+                best = (2.0 * inter / (np.count_nonzero(refined) + n_true), refined)
         free = comp == 0
         comp[best[1] & free] = label
         names[label] = name
@@ -113,8 +131,11 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
 
 def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mapping[str, Any] | None = None,
             classes: int | None = None, thickness: bool = True, min_island_voxels: int = 8,
-            detect: bool = True) -> dict[str, Any]:
+            detect: bool = True, smooth_sigma_vox: float = 1.0) -> dict[str, Any]:
     """Measure a reconstructed volume (and score it against the truth when given).
+
+    Segmentation runs on the volume smoothed by a Gaussian of ``smooth_sigma_vox`` voxels (noise
+    would otherwise fragment thin phases); CNR and defect detection use the volume as given.
 
     Returns
     -------
@@ -154,10 +175,13 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
             classes = int(np.clip(len(distinct), 2, MAX_CLASSES))
         else:
             classes = 3
-    seg, thresholds = segmentation.segment_multiotsu(vol, classes, mask=region,
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(vol, smooth_sigma_vox) if smooth_sigma_vox > 0 else vol
+    seg, thresholds = segmentation.segment_multiotsu(smooth, classes, mask=region,
                                                      min_island_voxels=min_island_voxels)
-    comp, names, dice = name_classes(seg, t_grid, region, t_names)
-    out: dict[str, Any] = {"segmentation": {"classes": classes,
+    comp, names, dice = name_classes(seg, t_grid, region, t_names, grey=smooth)
+    out: dict[str, Any] = {"segmentation": {"classes": classes, "smooth_sigma_vox": smooth_sigma_vox,
                                             "thresholds_per_mm": [float(t) for t in thresholds],
                                             "components": {str(k): v for k, v in names.items()},
                                             "dice": dice}}
