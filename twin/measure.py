@@ -197,7 +197,7 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
         cnr = image_quality.cnr_pairs(vol, np.where(region, t_grid, 0), {0: "air", **present})
         out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()},
                                 "cnr_detail": cnr}
-        out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect)
+        out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect, comp)
     else:
         cnr = image_quality.cnr_pairs(vol, comp, {0: "background", **names})
         out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()}, "cnr_detail": cnr}
@@ -215,7 +215,23 @@ def truth_mu_key(truth: Mapping[str, Any], label: int) -> float:
     return float(label)
 
 
-def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool) -> dict[str, Any]:
+def _neighbour_labels(t_grid: np.ndarray, label: int, min_share: float = 0.1) -> list[int]:
+    """Truth labels around the voxels of ``label`` (the phases a defect sits in or between)."""
+    from scipy import ndimage
+
+    m = t_grid == label
+    ring = ndimage.binary_dilation(m) & ~m
+    vals, counts = np.unique(t_grid[ring], return_counts=True)
+    keep = (vals > 0) & (counts >= min_share * counts.sum())
+    return [int(v) for v in vals[keep]]
+
+
+def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None) -> dict[str, Any]:
+    """Detect voids, cracks and delaminations where the truth has them, and match.
+
+    The search region of each defect type comes from the phases around the truth defects (an
+    analyst knows which electrode to inspect); what is found there comes from the image.
+    """
     from recon import defects as dmod
 
     rows = list(truth.get("defects", []))
@@ -228,12 +244,25 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool) -> dict[st
             visible.append(r)
     detected: list[dict] = []
     if detect and visible:
-        hosts = sorted({int(r.get("label", -1)) for r in visible if r.get("type") == "void"})
-        for h in hosts:
-            host_labels = [int(v.get("host_label", -1)) for v in visible if int(v.get("label", -1)) == h]
-            host = int(max(set(host_labels), key=host_labels.count)) if host_labels else -1
-            mask = (t_grid == host) | (t_grid == h) if host >= 0 else (t_grid == h)
-            detected += dmod.detect_voids(vol, mask & region, vs, origin_mm=origin_mm)
+        by_type: dict[str, set[int]] = {}
+        for r in visible:
+            by_type.setdefault(str(r.get("type")), set()).add(int(r.get("label", -1)))
+        for kind, labels in by_type.items():
+            for lab in labels:
+                if lab < 0 or not np.any(t_grid == lab):
+                    continue
+                around = _neighbour_labels(t_grid, lab)
+                host = (np.isin(t_grid, around) | (t_grid == lab)) & region
+                if kind == "void":
+                    detected += dmod.detect_voids(vol, host, vs, origin_mm=origin_mm)
+                elif kind == "crack":
+                    detected += dmod.detect_cracks(vol, host, vs, origin_mm=origin_mm)
+                elif kind == "delamination" and comp is not None and len(around) >= 2:
+                    sizes = {a: int(np.count_nonzero(t_grid == a)) for a in around}
+                    foil = min(sizes, key=sizes.get)  # the thinner side is the current collector
+                    active = [a for a in around if a != foil]
+                    detected += dmod.detect_delamination(np.where(region, comp, 0), active, foil, vs,
+                                                         origin_mm=origin_mm, axis=None)
     matched = dmod.match_defects(detected, visible, vs) if visible else {}
     return {"truth": visible, "detected": detected, "matched": matched,
             "n_truth_in_view": len(visible), "n_truth_total": len(rows)}
