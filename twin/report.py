@@ -56,9 +56,11 @@ def orthoslices_figure(volume: np.ndarray, voxel_size_um: float, origin_mm, path
         ax.set_ylabel(yl)
     if labels is not None:
         lab = [labels[nz // 2], labels[:, ny // 2, :], labels[:, :, nx // 2]]
+        cmap = plt.get_cmap("tab20").copy()
+        cmap.set_under(alpha=0.0)
         for ax, l, (_, ext, *_r) in zip(axes, lab, views):
-            ax.contour(l, levels=np.arange(0.5, max(int(l.max()), 1) + 0.5), colors="tab:orange",
-                       linewidths=0.5, origin="lower", extent=ext)
+            ax.imshow(np.where(l > 0, l % 20 + 0.5, -1), cmap=cmap, vmin=0, vmax=20, alpha=0.45,
+                      origin="lower", extent=ext, interpolation="nearest")
     fig.colorbar(im, ax=axes, shrink=0.8, label=unit)
     if title:
         fig.suptitle(title)

@@ -54,7 +54,11 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     fig_dir = out / "figures"
     figures.append(("Orthogonal slices of the reconstruction",
                     orthoslices_figure(volume, rec["voxel_size_um"], rec["origin_mm"], fig_dir / "slices.png",
-                                       title=spec.name, labels=meas["labels"])))
+                                       title=spec.name)))
+    figures.append(("Segmented components (colours) over the reconstruction",
+                    orthoslices_figure(volume, rec["voxel_size_um"], rec["origin_mm"],
+                                       fig_dir / "segmentation.png", title=f"{spec.name}: segmentation",
+                                       labels=meas["labels"])))
     figures.append(("Histogram and segmentation thresholds",
                     histogram_figure(volume, fig_dir / "histogram.png",
                                      thresholds=meas["segmentation"]["thresholds_per_mm"])))
