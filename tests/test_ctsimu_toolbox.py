@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("ctsimu")
-pytest.importorskip("reportlab")  # ctsimu.toolbox imports it
+pytest.importorskip("reportlab")  # ctsimu.toolbox imports it (and pandas)
+pytest.importorskip("pandas")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 

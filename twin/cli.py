@@ -357,9 +357,11 @@ def measure(
 
 def _register_subcommands() -> None:
     """Commands that live in their own packages (datasets, optimisation, CTSimU)."""
+    from twin.ctsimu.cli import ctsimu_app
     from twin.datasets.cli import dataset
     from twin.optimise.cli import optimise, sweep
 
+    app.add_typer(ctsimu_app, name="ctsimu")
     app.command("dataset")(dataset)
     app.command("sweep")(sweep)
     app.command("optimise")(optimise)

@@ -7,7 +7,8 @@ folder and writes reconstructions of them, derived from the toolbox's evaluation
 * spectra: SpekPy for the scenario's target, voltage and emission angle, filtered by the
   window (photons / (s sr mA));
 * ``Halbraumkante`` (WE-1, WE-2): a tungsten block whose corner sits on the central ray,
-  edges tilted by 3 deg, bounding-box centre as in the scenario;
+  edges tilted by 3 deg, side faces through the source (so the shadow does not depend on
+  the depth), bounding-box centre as in the scenario;
 * ``Lochfolie`` (HS-1): a tungsten foil with ten holes, placed by ray casting so that the
   holes project onto the nominal pixel positions of the evaluation (big hole at
   (-160, -140) mm, the others on a 205 mm grid, in the detector plane);
@@ -47,17 +48,33 @@ def _rot_x(deg: float) -> np.ndarray:
     return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
 
 
-def edge_block_triangles(width_y_mm: float = 4.74518, height_z_mm: float = 4.99315,
-                         depth_x_mm: float = 2.0, tilt_deg: float = 3.0) -> np.ndarray:
-    """The WE tests' tungsten block: corner at the origin, spanning +y and -z, tilted about x."""
+def edge_block_triangles(width_mm: float = 4.74518, height_mm: float = 4.99315,
+                         depth_mm: float = 2.0, tilt_deg: float = 3.0,
+                         source_distance_mm: float = 500.0) -> np.ndarray:
+    """The WE tests' tungsten edge: a frustum whose side faces all contain the source point.
+
+    In the stage frame (u along the beam, source at ``u = -source_distance_mm``) the corner
+    line is the central ray; the two edges leave the corner along ``(cos t, sin t)`` and
+    ``(sin t, -cos t)`` in (v, w) (``t`` = tilt), so the shadow is the quadrant of the
+    evaluation's analytical image whatever the depth. The bounding-box centre is
+    ``(0, (a cos t + b sin t) / 2, (a sin t - b cos t) / 2)`` with (a, b) the width and
+    height at the back face: (0, 2.5, -2.36898) mm for the defaults, as in the scenarios.
+    """
     import trimesh
 
-    box = trimesh.creation.box(extents=[depth_x_mm, width_y_mm, height_z_mm])
-    box.apply_translation([0, width_y_mm / 2, -height_z_mm / 2])
-    rot = np.eye(4)
-    rot[:3, :3] = _rot_x(tilt_deg)
-    box.apply_transform(rot)
-    return np.asarray(box.triangles)
+    t = np.deg2rad(tilt_deg)
+    e1 = np.array([0.0, np.cos(t), np.sin(t)])
+    e2 = np.array([0.0, np.sin(t), -np.cos(t)])
+    h = depth_mm / 2
+    back = (source_distance_mm + h) / source_distance_mm
+    a, b = width_mm / back, height_mm / back  # the back face (largest) sets the bounding box
+    verts = []
+    for u in (-h, h):
+        s = (source_distance_mm + u) / source_distance_mm
+        for al, be in ((0, 0), (a, 0), (a, b), (0, b)):
+            verts.append(np.array([u, 0.0, 0.0]) + s * (al * e1 + be * e2))
+    hull = trimesh.Trimesh(vertices=np.array(verts)).convex_hull
+    return np.asarray(hull.triangles)
 
 
 def plate_with_holes(size_mm: float, thickness_mm: float, holes: list[tuple[float, float, float]],
@@ -203,7 +220,9 @@ def prepare_test_folder(scenario_file: str | Path, folder: str | Path) -> Path:
         if (folder / name).exists():
             continue
         if "Halbraumkante" in name:
-            _write_stl(folder / name, edge_block_triangles())
+            sod = float(data["geometry"]["stage"]["center"]["x"]["value"]) - \
+                float(data["geometry"]["source"]["center"]["x"]["value"])
+            _write_stl(folder / name, edge_block_triangles(source_distance_mm=sod))
         elif "Folie" in name:
             _write_stl(folder / name, hole_foil_triangles(data))
         elif "DuplexWire" in name:
