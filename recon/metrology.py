@@ -239,13 +239,20 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
             a = surface_area_mm2(m, vs, grey=grey, level=level, cut_faces=cut_faces)
             rec["surface_method"] = f"marching cubes on grey at mid-level {level:.6g}"
         else:
-            a = surface_area_mm2(m, vs, smooth_sigma_vox=smooth_sigma_vox, cut_faces=cut_faces)
-            rec["surface_method"] = (f"marching cubes on indicator smoothed sigma="
-                                     f"{smooth_sigma_vox} voxel, level 0.5")
-        rec.update(volume_mm3=v, surface_mm2=a, surface_to_volume_per_mm=a / v)
+            a, used = None, None
+            for sigma in dict.fromkeys((smooth_sigma_vox, 0.0)):
+                try:
+                    a = surface_area_mm2(m, vs, smooth_sigma_vox=sigma, cut_faces=cut_faces)
+                    used = sigma
+                    break
+                except XrmInputError:
+                    continue  # too thin for this smoothing: try without
+            rec["surface_method"] = (None if a is None else f"marching cubes on indicator smoothed "
+                                     f"sigma={used} voxel, level 0.5")
+        rec.update(volume_mm3=v, surface_mm2=a, surface_to_volume_per_mm=None if a is None else a / v)
         if thickness:
             factor = 1
-            plate_vox = 2.0 * v / a / (vs / 1000.0) if a > 0 else 0.0
+            plate_vox = 2.0 * v / a / (vs / 1000.0) if a else 0.0
             if thickness_max_vox is not None and plate_vox > thickness_max_vox:
                 factor = int(np.ceil(plate_vox / thickness_max_vox))
             mm = block_majority(m, factor) if factor > 1 else m
