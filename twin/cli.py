@@ -189,6 +189,27 @@ def scenarios() -> None:
         _fail(exc)
 
 
+def _section_overrides(texts: List[str], section: str) -> dict:
+    """``--set`` values of one section as a nested dict (``--set a.b=1`` -> {"a": {"b": 1}}).
+
+    A leading ``section.`` is optional: ``--set recon.denoise=nlm`` = ``--set denoise=nlm``.
+    """
+    from twin.scenario import parse_override
+
+    out: dict = {}
+    for text in texts:
+        path, value = parse_override(text)
+        if len(path) > 1 and path[0] == section:
+            path = path[1:]
+        node = out
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise XrmInputError(f"--set {text}: {k} is not a table")
+        node[path[-1]] = value
+    return out
+
+
 def _floats(text: Optional[str], key: str, n: int = 3):
     if text is None:
         return None
@@ -217,18 +238,9 @@ def phantom(
     """
     try:
         import phantoms
-        from twin.scenario import parse_override
         from twin.truth_io import write_truth
 
-        params: dict = {}
-        for text in set_:
-            path, value = parse_override(text)
-            if path and path[0] == "phantom":
-                path = path[1:]
-            node = params
-            for k in path[:-1]:
-                node = node.setdefault(k, {})
-            node[path[-1]] = value
+        params = _section_overrides(set_, "phantom")
         ph = phantoms.build(kind, params, seed=seed)
         grid, defects, instances = ph.truth(voxel_um, _floats(voi_center_mm, "--voi-center-mm"),
                                             _floats(voi_size_mm, "--voi-size-mm"))
@@ -297,15 +309,9 @@ def reconstruct(
     """
     try:
         from twin.reconstruct import reconstruct_nxtomo
-        from twin.scenario import parse_override
 
         path = source / "projections.h5" if source.is_dir() else source
-        opts = {}
-        for text in set_:
-            key, value = parse_override(text)
-            if key and key[0] == "recon":
-                key = key[1:]
-            opts[".".join(key)] = value
+        opts = _section_overrides(set_, "recon")
         if tiff:
             opts["tiff"] = True
         res = reconstruct_nxtomo(path, out, options=opts, arch=arch, quiet=_state["quiet"])
