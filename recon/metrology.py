@@ -256,6 +256,8 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
             if thickness_max_vox is not None and plate_vox > thickness_max_vox:
                 factor = int(np.ceil(plate_vox / thickness_max_vox))
             mm = block_majority(m, factor) if factor > 1 else m
+            if not mm.any():  # a sparse component vanishes when downsampled: full resolution
+                mm, factor = m, 1
             st = thickness_stats(mm, vs * factor, bins=bins)
             rec["thickness_um"] = {kk: st[kk] for kk in ("mean", "std", "min", "max", "median",
                                                          "histogram")}
