@@ -86,6 +86,10 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
         "software": software_versions(),
         "warnings": sim.get("warnings", []),
     }
+    if preview:
+        from twin.plan import resolve_geometry
+
+        report["geometry"]["full_scale_voxel_size_um"] = resolve_geometry(full_spec).voxel_size_um
     write_report(out, report, figures)
     return report
 
