@@ -26,7 +26,7 @@ def write_recon(path, volume: np.ndarray, voxel_size_um: float, origin_mm, *,
     if vol.ndim != 3:
         raise XrmInputError(f"volume must be 3-D [z, y, x], got shape {vol.shape}")
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             d = f.create_dataset("volume", data=vol, chunks=(1,) + vol.shape[1:])
             for target in (d, f):
                 target.attrs["voxel_size_um"] = float(voxel_size_um)

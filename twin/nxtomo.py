@@ -50,7 +50,8 @@ def write_nxtomo(path, geometry: ScanGeometry, chunks: Iterable[Any], flats: np.
     n = nd + nf + nv
     totals = {"ray_samples": 0}
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        # no chunk cache: chunks are placed in the order they are written (byte-identical files)
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             f.attrs["default"] = "entry"
             entry = _nx(f.create_group("entry"), "NXentry")
             entry["definition"] = "NXtomo"

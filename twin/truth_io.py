@@ -64,9 +64,11 @@ def write_truth(path, grid: LabelGrid, defects: Sequence[Mapping[str, Any]] = ()
     if instances is not None and instances.shape != grid.labels.shape:
         raise XrmInputError("instances must have the shape of labels")
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        # no chunk cache: compressed chunks are placed in program order (byte-identical files)
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             lab = f.create_dataset("labels", data=grid.labels, compression="gzip",
                                    compression_opts=1, shuffle=True)
+            f.flush()
             vs = as_xyz(grid.voxel_size_um)
             voxel_attr = vs[0] if len(set(vs)) == 1 else np.array(vs)
             for target in (lab, f):

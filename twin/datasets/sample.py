@@ -265,7 +265,9 @@ def _ds(group: h5py.Group, name: str, data: np.ndarray, level: int) -> h5py.Data
     kw: dict[str, Any] = {"track_times": False}
     if level > 0 and data.size >= 64:
         kw.update(compression="gzip", compression_opts=level, shuffle=True)
-    return group.create_dataset(name, data=data, **kw)
+    d = group.create_dataset(name, data=data, **kw)
+    group.file.flush()
+    return d
 
 
 def _table(group: h5py.Group, name: str, rows: list[dict], dtype: np.dtype, fields) -> None:
@@ -280,31 +282,53 @@ def _table(group: h5py.Group, name: str, rows: list[dict], dtype: np.dtype, fiel
             except (TypeError, ValueError):
                 arr[i][f] = np.asarray(default, float) if isinstance(default, tuple) else default
     d = group.create_dataset(name, data=arr, track_times=False)
-    d.attrs["json"] = canonical_json(rows)
+    d.attrs["json"] = _attr(canonical_json(rows))
+
+
+def _fixed_str(values) -> np.dtype:
+    """A fixed-length byte-string dtype wide enough for ``values`` (UTF-8).
+
+    Variable-length strings live in HDF5's global heap, whose layout can differ between
+    processes for the same content; fixed-length strings keep shards byte-identical.
+    """
+    width = max([1] + [len(str(v).encode("utf-8")) for v in values])
+    return np.dtype(f"S{width}")
+
+
+def _attr(value):
+    """Attribute value with strings as fixed-length UTF-8 bytes (see :func:`_fixed_str`)."""
+    return np.bytes_(value.encode("utf-8")) if isinstance(value, str) else value
 
 
 def write_shard(path: Path, content: Mapping[str, Any], level: int) -> None:
     """Write one shard (``content`` as built by :func:`run_sample`) to ``path``."""
-    with h5py.File(path, "w", track_order=False) as f:
+    # no chunk cache: each compressed chunk is placed in the file when its dataset is written,
+    # in program order; with a cache, chunks are placed when the cache flushes, in an order
+    # that varied between processes and broke byte-identical shards
+    with h5py.File(path, "w", track_order=False, rdcc_nbytes=0) as f:
         for k, v in content["attrs"].items():
-            f.attrs[k] = v
+            f.attrs[k] = _attr(v)
         if "projections" in content:
             p = content["projections"]
             g = f.create_group("projections")
             for k in ("data", "flats", "darks", "angles_deg"):
                 _ds(g, k, p[k], level)
-            g.attrs["geometry"] = p["geometry"]
+            g.attrs["geometry"] = _attr(p["geometry"])
         for name in ("volume", "labels", "instances"):
             if name in content:
                 d = _ds(f, name, content[name], level)
                 d.attrs["voxel_size_um"] = float(content["voxel_size_um"])
                 d.attrs["origin_mm"] = np.asarray(content["origin_mm"], float)
         if "materials" in content:
-            mdt = np.dtype([("label", "i8"), ("name", _STR), ("material", _STR), ("density_g_cm3", "f8")])
+            mats = content["materials"]
+            mdt = np.dtype([("label", "i8"), ("name", _fixed_str(m.get("name", "") for m in mats)),
+                            ("material", _fixed_str(m.get("material", "") for m in mats)),
+                            ("density_g_cm3", "f8")])
             _table(f, "materials", content["materials"], mdt,
                    [("label", 0), ("name", ""), ("material", ""), ("density_g_cm3", 0.0)])
         if "defects" in content:
-            ddt = np.dtype([("id", "i8"), ("type", _STR), ("label", "i8"), ("center_mm", "f8", (3,)),
+            ddt = np.dtype([("id", "i8"), ("type", _fixed_str(d.get("type", "") for d in content["defects"])),
+                            ("label", "i8"), ("center_mm", "f8", (3,)),
                             ("size_um", "f8"), ("volume_mm3", "f8")])
             _table(f, "defects", content["defects"], ddt,
                    [("id", 0), ("type", ""), ("label", -1), ("center_mm", (np.nan,) * 3),
