@@ -17,6 +17,8 @@ have distinct labels (see each cell's ``LABELS``).
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -111,7 +113,7 @@ class Rendering:
     resolved: dict[str, bool] = field(default_factory=dict)
 
 
-class Phantom:
+class Phantom(abc.ABC):
     """A procedural battery cell (see module docstring).
 
     Subclasses set ``kind``, ``LABELS`` (component name, material) and ``FEATURES_UM``
@@ -333,9 +335,11 @@ class Phantom:
         return out
 
     # ---------------------------------------------------------------- hooks
+    @abc.abstractmethod
     def _macro_primitives(self, resolved: dict[str, bool], log: ObjectLog) -> list[Primitive]:
-        raise NotImplementedError
+        """The cell's macro components as primitives (each cell class defines them)."""
 
+    @abc.abstractmethod
     def _paint_micro(self, labels, instances, grid: GridSpec, resolved: dict[str, bool],
                      log: ObjectLog) -> None:
-        raise NotImplementedError
+        """Paint the resolved microstructure into ``labels`` (each cell class defines it)."""

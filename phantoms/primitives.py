@@ -9,6 +9,8 @@ bounded for 1024^3 grids.
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,18 +23,20 @@ __all__ = ["Primitive", "Cylinder", "Box", "WaveRing", "ConeShell", "RadialRod",
 _SLAB_VOXELS = 1 << 23  # voxels per z-slab (8 M: ~100 MB of float64 temporaries)
 
 
-class Primitive:
+class Primitive(abc.ABC):
     """A solid painted with one label."""
 
     label: int
     name: str
     instance_id: int = 0
 
-    def bbox_mm(self) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def bbox_mm(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper (x, y, z) corners, mm."""
 
-    def mask(self, X, Y, Z) -> np.ndarray:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def mask(self, X, Y, Z) -> np.ndarray:
+        """Boolean mask of the points (X, Y, Z) inside the solid."""
 
     def paint(self, sub: np.ndarray, X, Y, Z) -> None:
         """Set ``sub`` (a view of the label slab) to ``label`` inside the shape."""

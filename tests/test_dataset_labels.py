@@ -128,10 +128,6 @@ def reader_split(dataset):
 
 def test_battery_phantom_labels_are_its_truth(tmp_path):
     """Battery kinds go through the same code: the shard's labels are the phantom's truth.h5."""
-    import phantoms
-
-    if not hasattr(phantoms, "build"):
-        pytest.skip("phantoms.build is not available yet")
     from twin.datasets.sample import run_sample
     from twin.datasets.spec import validate_dataset_spec
     from twin.simulate import simulate_to
@@ -143,10 +139,7 @@ def test_battery_phantom_labels_are_its_truth(tmp_path):
                        "geometry": {"projections": 8, "binning": 1},
                        "detector": {"pixels": [24, 24], "pixel_um": 500.0, "flats": 1, "darks": 1}},
         "store": {"projections": True, "recon": True, "labels": True, "defects": True}})
-    try:
-        row = run_sample(spec, 0, tmp_path / "ds")
-    except (NotImplementedError, AttributeError) as exc:
-        pytest.skip(f"phantoms are not ready: {exc}")
+    row = run_sample(spec, 0, tmp_path / "ds")
     with h5py.File(tmp_path / "ds" / row["shard"]) as f:
         labels = f["labels"][...]
         scenario = json.loads(f.attrs["scenario"])
