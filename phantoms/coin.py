@@ -193,6 +193,12 @@ class CoinCell(Phantom):
                 prims.append(s)
         return prims
 
+    @property
+    def coarse_voxel_limit_um(self) -> float:
+        """Half the thinnest layer of the stack (can wall, electrodes, separators, spacer), um:
+        see :attr:`Phantom.coarse_voxel_limit_um`."""
+        return float(np.min(np.diff(self.z)) * 1000 / 2)
+
     def _paint_micro(self, labels, inst, grid: GridSpec, resolved, log: ObjectLog):
         p, z, seed = self._params, self.z, self.seed
         lo, hi = grid.box_mm()

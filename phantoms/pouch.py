@@ -125,6 +125,11 @@ class PouchCell(Phantom):
         return {n: (float(z[i]), float(z[i + 1])) for i, n in enumerate(names)}
 
     @property
+    def coarse_voxel_limit_um(self) -> float:
+        """Half the thinnest layer (um): see :attr:`Phantom.coarse_voxel_limit_um`."""
+        return float(np.min(np.diff(self.z)) * 1000 / 2)
+
+    @property
     def stack_thickness_um(self) -> float:
         """Al foil to Cu foil, um."""
         return float((self.z[8] - self.z[3]) * 1000)

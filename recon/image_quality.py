@@ -26,7 +26,8 @@ from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
 
 __all__ = ["cnr", "touching_pairs", "cnr_pairs", "fit_circle_center", "radial_esf",
-           "mtf_edge_cylinder", "mtf_at", "nps_3d", "nps_radial", "cdf_blocks"]
+           "mtf_edge_cylinder", "mtf_at", "edge_blur_at_interface", "nps_3d", "nps_radial",
+           "cdf_blocks"]
 
 
 def _stats(volume: np.ndarray, mask: np.ndarray, erode_vox: int) -> tuple[float, float, int]:
@@ -285,12 +286,79 @@ def mtf_at(mtf: Mapping[str, Any], f_per_mm: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------ NPS
-def _rois(volume: np.ndarray, roi: int, mask: np.ndarray | None, max_rois: int) -> list[np.ndarray]:
+def edge_blur_at_interface(volume: np.ndarray, inside: np.ndarray, near: np.ndarray,
+                           voxel_size_um: float, *, max_sigma_vox: float = 6.0) -> dict[str, Any]:
+    """Gaussian blur of the imaging chain, fitted on an interface whose position is known.
+
+    Model: ``volume ~ a + b (G_sigma * 1_inside)`` over the voxels of ``near``, where
+    ``1_inside`` is the known (truth) indicator of one phase on the volume's grid and
+    ``G_sigma`` a 3-D Gaussian of standard deviation ``sigma`` voxels; ``a`` and ``b`` by
+    linear least squares for each ``sigma``, ``sigma`` by a bounded 1-D search on the residual.
+    The interface may have any shape and orientation (no distance map is needed, so the
+    staircase of the voxelised truth does not bias the fit the way an edge-distance ESF would).
+
+    Accuracy on analytic blurred spheres and oblique planes (``tests/test_metrology_image_quality.py``):
+    within 2 % for ``sigma >= 1`` voxel on point-sampled edges; sub-voxel blurs read high
+    (0.4 -> 0.56, 0.6 -> 0.69 voxel), because the voxelised indicator itself is not sharper
+    than about 0.5 voxel; on partial-volume (voxel-averaged) edges, whose true blur is
+    ``sqrt(sigma^2 + 1/12)``, about 5 % high at ``sigma = 1`` voxel and 1 % at 2 voxels.
+
+    Parameters
+    ----------
+    volume : ndarray of float, shape (nz, ny, nx)
+        Reconstruction (1/mm).
+    inside : ndarray of bool, shape (nz, ny, nx)
+        Truth indicator of one phase.
+    near : ndarray of bool, shape (nz, ny, nx)
+        Voxels used in the fit: both sides of an interface between ``inside`` and one other
+        phase, a few sigma deep, clear of any third phase.
+    voxel_size_um : float
+    max_sigma_vox : float
+        Upper bound of the search.
+
+    Returns
+    -------
+    dict
+        ``sigma_vox``, ``sigma_um``, ``contrast`` (``b``, the step across the interface, in the
+        volume's units), ``level_outside`` (``a``), ``n_voxels``, ``rms_residual``.
+    """
+    from scipy import optimize
+
+    vs = isotropic_voxel_um(voxel_size_um, what="edge blur")
+    vol = check_volume(volume)
+    inside = np.asarray(inside, bool)
+    near = np.asarray(near, bool)
+    if inside.shape != vol.shape or near.shape != vol.shape:
+        raise XrmInputError(f"edge blur: volume {vol.shape}, inside {inside.shape} and near "
+                            f"{near.shape} must share a grid")
+    if not (near & inside).any() or not (near & ~inside).any():
+        raise XrmInputError("edge blur: `near` must hold voxels on both sides of the interface")
+    ind = inside.astype(np.float64)
+    v = vol[near].astype(np.float64)
+
+    def fit(sigma: float):
+        g = ndi.gaussian_filter(ind, sigma, mode="nearest")[near]
+        A = np.column_stack([np.ones_like(g), g])
+        coef, *_ = np.linalg.lstsq(A, v, rcond=None)
+        return coef, float(np.sum((A @ coef - v) ** 2))
+
+    res = optimize.minimize_scalar(lambda s: fit(s)[1], bounds=(0.05, float(max_sigma_vox)),
+                                   method="bounded", options={"xatol": 1e-3})
+    sigma = float(res.x)
+    coef, ss = fit(sigma)
+    return {"sigma_vox": sigma, "sigma_um": sigma * vs, "contrast": float(coef[1]),
+            "level_outside": float(coef[0]), "n_voxels": int(v.size),
+            "rms_residual": float(np.sqrt(ss / v.size))}
+
+
+def _rois(volume: np.ndarray, roi: int, mask: np.ndarray | None, max_rois: int,
+          stride: int | None = None) -> list[np.ndarray]:
     nz, ny, nx = volume.shape
+    st = roi if stride is None else max(1, int(stride))
     out = []
-    for z in range(0, nz - roi + 1, roi):
-        for y in range(0, ny - roi + 1, roi):
-            for x in range(0, nx - roi + 1, roi):
+    for z in range(0, nz - roi + 1, st):
+        for y in range(0, ny - roi + 1, st):
+            for x in range(0, nx - roi + 1, st):
                 sl = (slice(z, z + roi), slice(y, y + roi), slice(x, x + roi))
                 if mask is not None and not mask[sl].all():
                     continue
@@ -313,7 +381,7 @@ def _detrend(roi: np.ndarray, mode: str) -> np.ndarray:
 
 def nps_3d(volume: np.ndarray, voxel_size_um: float, *, roi_vox: int = 32,
            mask: np.ndarray | None = None, detrend: str = "plane", difference: bool = False,
-           max_rois: int = 512) -> dict[str, Any]:
+           max_rois: int = 512, stride_vox: int | None = None) -> dict[str, Any]:
     """3-D noise power spectrum from cubic ROIs of a uniform region.
 
     ``NPS(f) = (dx dy dz / (Nx Ny Nz)) <|DFT[I_m - trend_m]|^2>_m``.
@@ -325,7 +393,10 @@ def nps_3d(volume: np.ndarray, voxel_size_um: float, *, roi_vox: int = 32,
         which halves the NPS).
     voxel_size_um : float
     roi_vox : int
-        ROI edge in voxels (ROIs tile the volume without overlap).
+        ROI edge in voxels.
+    stride_vox : int, optional
+        Step between ROI corners (default ``roi_vox``: tiles without overlap; ``roi_vox // 2``
+        gives the usual 50 % overlap, more ROIs in a small region).
     mask : ndarray of bool, optional
         Only ROIs entirely inside the mask are used.
     detrend : {"plane", "mean"}
@@ -341,7 +412,8 @@ def nps_3d(volume: np.ndarray, voxel_size_um: float, *, roi_vox: int = 32,
     """
     vs = isotropic_voxel_um(voxel_size_um, what="NPS")
     v = check_volume(volume).astype(np.float64)
-    rois = _rois(v, int(roi_vox), None if mask is None else np.asarray(mask, bool), max_rois)
+    rois = _rois(v, int(roi_vox), None if mask is None else np.asarray(mask, bool), max_rois,
+                 stride_vox)
     if not rois:
         raise XrmInputError(f"NPS: no {roi_vox}^3 ROI fits in the volume{' inside the mask' if mask is not None else ''}")
     dv = (vs / 1000.0) ** 3

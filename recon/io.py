@@ -36,6 +36,31 @@ def write_recon(path, volume: np.ndarray, voxel_size_um: float, origin_mm, *,
                 f.attrs[k] = v if isinstance(v, (int, float, str, np.ndarray)) else json.dumps(v, default=str)
 
 
+def write_segmentation(path, labels: np.ndarray, names: Mapping[int, str], voxel_size_um: float,
+                       origin_mm, *, attrs: Mapping[str, Any] | None = None) -> None:
+    """Write a segmentation (``segmentation.h5``) atomically: ``/labels`` (uint8 or uint16,
+    gzip) and ``/materials`` (label, name), attributes ``voxel_size_um`` and ``origin_mm``; the
+    layout :func:`read_volume` (and ``xrm-twin measure``) reads as a label file."""
+    lab = np.asarray(labels)
+    if lab.ndim != 3:
+        raise XrmInputError(f"labels must be 3-D [z, y, x], got shape {lab.shape}")
+    if lab.size and (lab.min() < 0 or lab.max() > 65535):
+        raise XrmInputError("labels must lie in 0..65535")
+    lab = lab.astype(np.uint8 if lab.max(initial=0) < 256 else np.uint16)
+    mdt = np.dtype([("label", "i8"), ("name", h5py.string_dtype())])
+    rows = np.array([(int(k), str(v)) for k, v in sorted(names.items())], dtype=mdt)
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
+            d = f.create_dataset("labels", data=lab, compression="gzip", compression_opts=1,
+                                 shuffle=True)
+            for target in (d, f):
+                target.attrs["voxel_size_um"] = float(voxel_size_um)
+                target.attrs["origin_mm"] = np.asarray(origin_mm, float)
+            f.create_dataset("materials", data=rows)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v if isinstance(v, (int, float, str, np.ndarray)) else json.dumps(v, default=str)
+
+
 def read_volume(path) -> dict[str, Any]:
     """Read ``recon.h5`` (``/volume``) or any HDF5 with ``/labels``.
 

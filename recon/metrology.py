@@ -176,7 +176,8 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
                        thickness: bool = True, smooth_sigma_vox: float = 0.7,
                        grey: np.ndarray | None = None, bins: int = 64,
                        allow_missing: bool = False, cut_faces: bool = False,
-                       thickness_max_vox: float | None = 12.0) -> dict[str, dict[str, Any]]:
+                       thickness_max_vox: float | None = 12.0,
+                       return_maps: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
     """Measure every named component of a label volume (report.json ``metrology``).
 
     Parameters
@@ -207,6 +208,10 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
         this many voxels, the mask is downsampled by ``ceil(2 V / S / thickness_max_vox)`` (block
         majority) so each structure still spans ``>= thickness_max_vox`` voxels; the voxel used
         is reported as ``thickness_um.voxel_um``. None: always full resolution.
+    return_maps : sequence of str
+        Components whose local-thickness map is also returned, as ``thickness_map_um``
+        (float32 array on the grid the thickness was measured on: the labels' grid, or the
+        block-downsampled one of ``thickness_um.voxel_um``). Not JSON: pop it before writing.
 
     Returns
     -------
@@ -258,9 +263,12 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
             mm = block_majority(m, factor) if factor > 1 else m
             if not mm.any():  # a sparse component vanishes when downsampled: full resolution
                 mm, factor = m, 1
-            st = thickness_stats(mm, vs * factor, bins=bins)
+            tmap = local_thickness_um(mm, vs * factor) if name in return_maps else None
+            st = thickness_stats(mm, vs * factor, bins=bins, thickness_um=tmap)
             rec["thickness_um"] = {kk: st[kk] for kk in ("mean", "std", "min", "max", "median",
                                                          "histogram")}
+            if tmap is not None:
+                rec["thickness_map_um"] = tmap
             rec["thickness_um"]["voxel_um"] = vs * factor
         else:
             rec["thickness_um"] = None

@@ -328,24 +328,34 @@ def measure(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder for report.json."),
     truth: Optional[Path] = typer.Option(None, help="truth.h5 of the phantom, to score against."),
     classes: Optional[int] = typer.Option(None, help="Number of phases for multi-Otsu."),
+    thickness_map: Optional[list[str]] = typer.Option(
+        None, "--thickness-map", help="Component whose thickness map to write (TIFF, PLY, figure); "
+        "repeatable. Default: the one of highest surface-to-volume ratio."),
+    no_3d: bool = typer.Option(False, "--no-3d", help="Skip the 3-D rendering of the components."),
 ) -> None:
-    """Segment and measure a volume; with `--truth`, score it (report.json).
+    """Segment and measure a volume; with `--truth`, score it (report.json, report.html, figures).
 
     Example: `xrm-twin measure runs/zoom/recon.h5 --truth runs/zoom/truth.h5 --out runs/zoom/m`
     """
     try:
         from recon.io import read_volume
         from twin.measure import measure as measure_volume
+        from twin.measure_outputs import write_measure_outputs
         from twin.report import write_report
         from twin.truth_io import read_truth
 
         data = read_volume(volume)
         t = read_truth(truth) if truth is not None else None
         out.mkdir(parents=True, exist_ok=True)
+        figures = []
         if "volume" in data:
             res = measure_volume(data["volume"], data["voxel_size_um"], data["origin_mm"], truth=t,
-                                 classes=classes)
-            res.pop("labels")
+                                 classes=classes, thickness_maps=thickness_map or None)
+            vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
+            figures = write_measure_outputs(out, res, data["volume"], vs, data["origin_mm"],
+                                            title=volume.stem, render_3d=not no_3d)
+            for key in ("labels", "truth_labels", "truth_names", "thickness_maps"):
+                res.pop(key, None)
         else:
             from recon.metrology import measure_components
 
@@ -354,9 +364,32 @@ def measure(
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             res = {"metrology": measure_components(data["labels"], vs, names, allow_missing=True)}
         res["source_file"] = str(volume)
-        write_report(out, res, [])
+        write_report(out, res, figures)
         if not _state["quiet"]:
             console.print(f"wrote {out / 'report.json'}: {len(res['metrology'])} components")
+    except BaseException as exc:  # noqa: BLE001
+        _fail(exc)
+
+
+@app.command()
+def compare(
+    before: Path = typer.Argument(..., help="Run folder of the earlier scan (xrm-twin run)."),
+    after: Path = typer.Argument(..., help="Run folder of the later scan of the same cell."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for report.json/html."),
+    force: bool = typer.Option(False, help="Overwrite an existing output folder."),
+) -> None:
+    """Register two scans of one cell and report what changed (damage growth, change map).
+
+    Example: `xrm-twin compare runs/zoom-0 runs/zoom-120 --out runs/ageing`
+    """
+    try:
+        from twin.compare import compare_runs
+
+        _prepare_out(out, force, "report.json")
+        res = compare_runs(before, after, out)
+        if not _state["quiet"]:
+            g = ", ".join(f"{k} {v['growth_detected_mm3']:+.4g} mm3" for k, v in res["damage_growth"].items())
+            console.print(f"report: {out / 'report.html'} (growth: {g or 'none detected'})")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 

@@ -12,7 +12,7 @@ are named ``phase1``, ``phase2``, ...
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -131,7 +131,8 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
 
 def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mapping[str, Any] | None = None,
             classes: int | None = None, thickness: bool = True, min_island_voxels: int = 8,
-            detect: bool = True, smooth_sigma_vox: float = 1.0) -> dict[str, Any]:
+            detect: bool = True, smooth_sigma_vox: float = 1.0, kvp: float | None = None,
+            thickness_maps: Sequence[str] | None = None) -> dict[str, Any]:
     """Measure a reconstructed volume (and score it against the truth when given).
 
     Segmentation runs on the volume smoothed by a Gaussian of ``smooth_sigma_vox`` voxels (noise
@@ -142,8 +143,14 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
     dict with ``metrology`` ({name: {volume_mm3, surface_mm2, surface_to_volume_per_mm,
     thickness_um {mean, std, ...}}}), ``metrology_truth`` (same on the truth, when given),
     ``segmentation`` (thresholds, classes, names), ``defects`` ({truth, detected, matched}),
-    ``detectability`` ({cnr: {"a/b": value}, ...}), ``labels`` (component volume),
-    ``timing_s``.
+    ``detectability`` ({cnr: {"a/b": value}, ...}; with a truth also ``tasks`` (d' per
+    defect type), ``pod``, ``edge_blur``: :func:`twin.defect_scores.score_defects`),
+    ``labels`` (component volume), ``truth_labels`` and ``truth_names`` (the truth on the
+    volume's grid, when given), ``thickness_maps`` ({name: (map_um, voxel_um)} for
+    ``thickness_maps``, default the component with the highest surface-to-volume ratio among
+    those of at least 1000 voxels that are not truth defects), ``timing_s``.
+
+    ``kvp`` (tube voltage) bounds the effective-energy search of the contrast model.
     """
     from recon import image_quality, metrology, segmentation
 
@@ -187,24 +194,61 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
                                             "dice": dice}}
     # surfaces: marching cubes on the smoothed segmented mask (the grey-level surface picks up
     # noise inside multi-phase components)
+    if thickness_maps is None:
+        defect_labels = {int(r["label"]) for r in (truth or {}).get("defects", []) if "label" in r}
+        thickness_maps = (_thinnest_component(comp, {l: n for l, n in names.items()
+                                                     if l not in defect_labels}, vs)
+                          if thickness else [])
     out["metrology"] = metrology.measure_components(comp, vs, names, thickness=thickness,
-                                                    allow_missing=True)
+                                                    allow_missing=True, return_maps=thickness_maps)
+    out["thickness_maps"] = {}
+    for name, rec in out["metrology"].items():
+        if "thickness_map_um" in rec:
+            out["thickness_maps"][name] = (rec.pop("thickness_map_um"), rec["thickness_um"]["voxel_um"])
     if t_grid is not None:
         present = {l: n for l, n in t_names.items() if l > 0 and np.any(t_grid[region] == l)}
         tg = np.where(region, t_grid, 0)
         out["metrology_truth"] = metrology.measure_components(tg, vs, present, thickness=thickness,
                                                               allow_missing=True)
-        cnr = image_quality.cnr_pairs(vol, np.where(region, t_grid, 0), {0: "air", **present})
+        # labels shifted by one so that 0 is "outside the measured region", not air: in an
+        # interior scan the truth's air is only what lies inside the field of view
+        in_region = {l: n for l, n in {0: "air", **present}.items() if np.any(t_grid[region] == l)}
+        cnr = image_quality.cnr_pairs(vol, np.where(region, t_grid + 1, 0),
+                                      {l + 1: n for l, n in in_region.items()},
+                                      include_background=False)
         out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()},
                                 "cnr_detail": cnr}
         out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect, comp)
+        from twin.defect_scores import score_defects
+
+        out["detectability"].update(score_defects(vol, vs, t_grid, region, truth, out["defects"],
+                                                  cnr, kvp=kvp))
     else:
         cnr = image_quality.cnr_pairs(vol, comp, {0: "background", **names})
         out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()}, "cnr_detail": cnr}
         out["defects"] = {"truth": [], "detected": [], "matched": {}}
     out["labels"] = comp
+    if t_grid is not None:  # the truth on the volume's grid, 0 outside the measured region
+        out["truth_labels"] = np.where(region, t_grid, 0).astype(np.int32)
+        out["truth_names"] = {l: n for l, n in t_names.items() if l > 0}
     out["timing_s"] = {"measure": time.perf_counter() - t0}
     return out
+
+
+def _thinnest_component(comp: np.ndarray, names: Mapping[int, str], vs: float,
+                        min_voxels: int = 1000) -> list[str]:
+    """The component with the highest surface-to-volume ratio (a foam, foil or separator: the
+    one whose thickness map is worth looking at), by a cheap voxel-face estimate."""
+    best, best_sv = [], 0.0
+    for lab, name in names.items():
+        m = comp == lab
+        n = int(np.count_nonzero(m))
+        if n < min_voxels:
+            continue
+        faces = sum(int(np.count_nonzero(np.diff(m, axis=k))) for k in range(3))
+        if faces / n > best_sv:
+            best, best_sv = [name], faces / n
+    return best
 
 
 def truth_mu_key(truth: Mapping[str, Any], label: int) -> float:

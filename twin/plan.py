@@ -243,7 +243,7 @@ def phantom_voxel_um(spec: ScanSpec, geometry: ScanGeometry) -> float:
     return max(geometry.voxel_size_um, 0.5)
 
 
-PHANTOM_COMMON_KEYS = ("kind", "voi", "voxel_um", "coarse_voxel_um", "parts")
+PHANTOM_COMMON_KEYS = ("kind", "voi", "voxel_um", "coarse_voxel_um", "parts", "seed")
 
 
 def shifted(grid: LabelGrid, center_mm) -> LabelGrid:
@@ -261,6 +261,28 @@ def sample_center(spec: ScanSpec, default) -> tuple[float, float, float]:
     return tuple(float(v) for v in c)
 
 
+def default_coarse_voxel_um(ph, fine_um: float) -> float:
+    """Voxel of the whole-cell grid around a VOI: ``max(8 x fine, 50 um)``, but no coarser
+    than the phantom's :attr:`~phantoms.base.Phantom.coarse_voxel_limit_um` (layered cells)
+    and never finer than the VOI's voxel."""
+    c = max(fine_um * 8, 50.0)
+    lim = getattr(ph, "coarse_voxel_limit_um", None)
+    if lim:
+        c = min(c, float(lim))
+    return max(c, float(fine_um))
+
+
+def phantom_seed(spec: ScanSpec) -> int:
+    """Seed of the phantom's microstructure: ``phantom.seed``, else the scenario's seed (two
+    scans of the same cell with independent noise share a phantom seed, not a scenario seed)."""
+    s = spec.phantom.get("seed")
+    if s is None:
+        return int(spec.seed)
+    if isinstance(s, bool) or not isinstance(s, int):
+        raise XrmInputError(f"phantom.seed must be an integer, got {s!r}")
+    return int(s)
+
+
 def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
     """Scene of a battery phantom: a coarse whole-cell grid and, with a VOI, a fine VOI grid.
 
@@ -270,7 +292,7 @@ def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
     import phantoms
 
     params = {k: v for k, v in spec.phantom.items() if k not in PHANTOM_COMMON_KEYS}
-    ph = phantoms.build(spec.phantom["kind"], params, seed=spec.seed)
+    ph = phantoms.build(spec.phantom["kind"], params, seed=phantom_seed(spec))
     fine_um = phantom_voxel_um(spec, geometry)
     voi = spec.phantom.get("voi")
     grids = []
@@ -279,7 +301,7 @@ def battery_scene(spec: ScanSpec, geometry: ScanGeometry):
         extra = set(voi) - {"center_mm", "size_mm"}
         if extra or "center_mm" not in voi or "size_mm" not in voi:
             raise XrmInputError(f"phantom.voi must be {{center_mm = [x, y, z], size_mm = [a, b, c]}}, got {voi!r}")
-        coarse_um = spec.phantom.get("coarse_voxel_um") or max(fine_um * 8, 50.0)
+        coarse_um = spec.phantom.get("coarse_voxel_um") or default_coarse_voxel_um(ph, fine_um)
         grids.append(ph.rasterize(coarse_um))
         truth = ph.truth(fine_um, voi["center_mm"], voi["size_mm"])
         grids.append(truth[0])

@@ -115,8 +115,10 @@ text-align:left;font-size:0.9em}th{background:#f0f0f0}img{max-width:100%;margin:
 h2{border-bottom:1px solid #ddd}.note{color:#a60}"""
 
 
-def write_report(out_dir: Path, report: Mapping[str, Any], figures: Sequence[tuple[str, Path]]) -> None:
-    """Write ``report.json`` and ``report.html`` (atomically)."""
+def write_report(out_dir: Path, report: Mapping[str, Any], figures: Sequence[tuple[str, Path]], *,
+                 sections: Sequence[tuple[str, str]] = ()) -> None:
+    """Write ``report.json`` and ``report.html`` (atomically); ``sections`` are extra
+    ``(title, html)`` blocks placed after the figures."""
     out_dir = Path(out_dir)
     write_text_atomic(out_dir / "report.json", json.dumps(report, indent=2, sort_keys=True, default=_json_default))
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>xrm-twin: "
@@ -129,6 +131,8 @@ def write_report(out_dir: Path, report: Mapping[str, Any], figures: Sequence[tup
         parts.append(f"<p class='note'>Warning: {html.escape(str(w))}</p>")
     for title, path in figures:
         parts.append(f"<h2>{html.escape(title)}</h2><img src='{html.escape(str(Path(path).relative_to(out_dir)))}'>")
+    for title, block in sections:
+        parts.append(f"<h2>{html.escape(title)}</h2>{block}")
     metrology = report.get("metrology", {})
     if metrology:
         parts.append("<h2>Metrology</h2>")
@@ -143,10 +147,13 @@ def write_report(out_dir: Path, report: Mapping[str, Any], figures: Sequence[tup
         parts.append(_table(rows, ["component", "volume (mm3)", "truth volume", "surface (mm2)",
                                    "S/V (1/mm)", "truth S/V", "thickness mean (um)", "thickness sd (um)",
                                    "truth thickness mean"]))
+    if report.get("paper"):
+        parts.append("<h2>Comparison with the paper</h2>")
+        parts.append(paper_html(report["paper"]))
     det = report.get("detectability", {})
     if det:
         parts.append("<h2>Detectability</h2>")
-        parts.append(_table(_flat(det), ["quantity", "value"]))
+        parts.append(detectability_html(det))
     defects = report.get("defects", {})
     if defects:
         parts.append("<h2>Defects</h2>")
@@ -158,6 +165,72 @@ def write_report(out_dir: Path, report: Mapping[str, Any], figures: Sequence[tup
             parts.append(_table(_flat(report[section]), ["key", "value"]))
     parts.append("</body></html>")
     write_text_atomic(out_dir / "report.html", "\n".join(parts))
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * x:+.1f} %"
+
+
+def paper_html(paper: Mapping[str, Any]) -> str:
+    """Tables of ``report.json`` ``paper``: the paper's value, measured, truth, differences."""
+    rows = []
+    vox = paper.get("voxel_size_um")
+    if vox:
+        rows.append(["voxel size (um)", vox["paper"], vox["full_scale"], "", _pct(vox["full_scale_vs_paper"]),
+                     f"this run: {vox['this_run']:.4g} um"])
+
+    def add(what, e):
+        rows.append([what, e.get("paper"), e.get("measured") if e.get("measured") is not None else "-",
+                     e.get("truth") if e.get("truth") is not None else "-",
+                     _pct(e.get("measured_vs_paper")),
+                     (f"vs truth {_pct(e['measured_vs_truth'])}" if e.get("measured_vs_truth") is not None
+                      else e.get("note", ""))])
+
+    for comp, qs in (paper.get("metrology") or {}).items():
+        for q, e in qs.items():
+            add(f"{comp}: {q}", e)
+    if paper.get("stack"):
+        st = paper["stack"]
+        add(f"stack {st['from']} to {st['to']}: thickness_um", st["thickness_um"])
+    for comp, qs in (paper.get("particles") or {}).items():
+        add(f"{comp} particles: mean_diameter_um", qs["mean_diameter_um"])
+    for kind, qs in (paper.get("defects") or {}).items():
+        for q, e in qs.items():
+            if isinstance(e, Mapping):
+                add(f"{kind}: {q}", e)
+    head = (f"<p>{html.escape(str(paper.get('reference', '')))}</p>" if paper.get("reference") else "")
+    return head + _table(rows, ["quantity", "paper", "measured (full scale / this run)", "truth",
+                                "measured vs paper", "note"])
+
+
+def detectability_html(det: Mapping[str, Any]) -> str:
+    """CNR pairs, the measured blur, d' per defect task and POD summaries as tables."""
+    out = []
+    cnr = det.get("cnr") or {}
+    if cnr:
+        out.append(_table([[k, v] for k, v in sorted(cnr.items())], ["touching phases", "CNR"]))
+    blur = det.get("edge_blur")
+    if blur:
+        out.append(f"<p>Blur of the whole chain fitted on the {html.escape(str(blur['pair']))} "
+                   f"interface: Gaussian sigma {blur['sigma_um']:.3g} um ({blur['sigma_vox']:.3g} voxel).</p>")
+    tasks = det.get("tasks") or []
+    if tasks:
+        out.append(_table([[t["kind"], t["size_um"], t.get("thickness_um", ""), t["host"],
+                            t["contrast_per_mm"], t["dprime_npw"], t.get("dprime_pw") or "", t["auc_npw"]]
+                           for t in tasks],
+                          ["defect", "size (um)", "thickness (um)", "host", "contrast (1/mm)",
+                           "d' NPW", "d' PW", "AUC"]))
+    pods = det.get("pod") or {}
+    if pods:
+        rows = []
+        for kind, p in pods.items():
+            rows.append([kind, p["size_key"], p["n"], p["n_hits"],
+                         p.get("recall_at_least_3_vox") if p.get("recall_at_least_3_vox") is not None else "-",
+                         p.get("a50_um", "-"), p.get("a90_um", "-"), p.get("a90_95_um", "-"),
+                         p.get("note", "")])
+        out.append(_table(rows, ["defect", "size a", "n", "hits", "recall (a >= 3 voxels)", "a50 (um)",
+                                 "a90 (um)", "a90/95 (um)", "note"]))
+    return "\n".join(out)
 
 
 def _json_default(o):

@@ -27,11 +27,13 @@ def software_versions() -> dict[str, str]:
 def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, arch: str = "auto",
                  quiet: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the report dict (also written as report.json/html)."""
-    from recon.io import read_volume
+    from recon.io import write_segmentation
     from twin.measure import measure
     from twin.preview import preview_spec
     from twin.reconstruct import reconstruct_nxtomo
-    from twin.report import histogram_figure, orthoslices_figure, write_report
+    from twin.measure_outputs import write_measure_outputs
+    from twin.plan import resolve_geometry
+    from twin.report import write_report
     from twin.scan_time import scenario_scan_time_s
     from twin.simulate import simulate_to
     from twin.truth_io import read_truth
@@ -49,20 +51,17 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     rec = reconstruct_nxtomo(out / "projections.h5", out, arch=sim["arch"], quiet=quiet)
     volume = rec.pop("volume")
     truth = read_truth(out / "truth.h5") if (out / "truth.h5").exists() else None
-    meas = measure(volume, rec["voxel_size_um"], rec["origin_mm"], truth=truth)
-    figures = []
-    fig_dir = out / "figures"
-    figures.append(("Orthogonal slices of the reconstruction",
-                    orthoslices_figure(volume, rec["voxel_size_um"], rec["origin_mm"], fig_dir / "slices.png",
-                                       title=spec.name)))
-    figures.append(("Segmented components (colours) over the reconstruction",
-                    orthoslices_figure(volume, rec["voxel_size_um"], rec["origin_mm"],
-                                       fig_dir / "segmentation.png", title=f"{spec.name}: segmentation",
-                                       labels=meas["labels"])))
-    figures.append(("Histogram and segmentation thresholds",
-                    histogram_figure(volume, fig_dir / "histogram.png",
-                                     thresholds=meas["segmentation"]["thresholds_per_mm"])))
-    figures += _metrology_figures(meas, fig_dir)
+    maps = spec.measure.get("thickness_maps")
+    if maps is None and spec.paper.get("metrology"):
+        maps = [c for c, q in spec.paper["metrology"].items()
+                if any(k.startswith("thickness") for k in q)] or None
+    meas = measure(volume, rec["voxel_size_um"], rec["origin_mm"], truth=truth,
+                   kvp=float(spec.source["kvp"]), thickness_maps=maps)
+    write_segmentation(out / "segmentation.h5", meas["labels"],
+                       {int(k): v for k, v in meas["segmentation"]["components"].items()},
+                       rec["voxel_size_um"], rec["origin_mm"])
+    figures = write_measure_outputs(out, meas, volume, rec["voxel_size_um"], rec["origin_mm"],
+                                    title=spec.name, render_3d=bool(spec.measure.get("render_3d", True)))
     report: dict[str, Any] = {
         "scenario": spec.name,
         "description": spec.description,
@@ -86,27 +85,21 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
         "software": software_versions(),
         "warnings": sim.get("warnings", []),
     }
+    full_voxel_um = resolve_geometry(full_spec).voxel_size_um
     if preview:
-        from twin.plan import resolve_geometry
+        report["geometry"]["full_scale_voxel_size_um"] = full_voxel_um
+    if _has_paper(spec.paper):
+        from twin.paper import compare_with_paper
 
-        report["geometry"]["full_scale_voxel_size_um"] = resolve_geometry(full_spec).voxel_size_um
+        report["paper"] = compare_with_paper(
+            spec.paper, voxel_full_um=full_voxel_um, voxel_run_um=rec["voxel_size_um"],
+            metrology=meas["metrology"], metrology_truth=meas.get("metrology_truth"),
+            labels=meas["labels"], names={int(k): v for k, v in meas["segmentation"]["components"].items()},
+            truth_labels=meas.get("truth_labels"), truth_names=meas.get("truth_names"),
+            defects=meas["defects"])
     write_report(out, report, figures)
     return report
 
 
-def _metrology_figures(meas: dict, fig_dir: Path) -> list:
-    try:
-        from recon import figures as rfig
-    except ImportError:
-        return []
-    out = []
-    fn = getattr(rfig, "thickness_histogram_figure", None)
-    if fn is not None:
-        for name, m in meas["metrology"].items():
-            th = m.get("thickness_um") or {}
-            if th.get("histogram"):
-                try:
-                    out.append((f"Local thickness of {name}", fn(th, fig_dir / f"thickness_{name}.png", title=name)))
-                except Exception:  # a figure never fails a run
-                    pass
-    return out
+def _has_paper(paper) -> bool:
+    return any(paper.get(k) for k in ("voxel_size_um", "metrology", "stack", "particles", "defects"))

@@ -92,15 +92,40 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
         "kind": ((str,), REQUIRED, "coin_na_ion, pouch_lfp, nimh_aaa or parts"),
         "voi": ((dict, type(None)), None, "{center_mm, size_mm}: region rasterised finely"),
         "voxel_um": (NUM + (type(None),), None, "phantom voxel (default: the scan voxel, >= 0.5 um)"),
-        "coarse_voxel_um": (NUM + (type(None),), None, "voxel of the whole-sample grid outside the VOI (default: max(8 x voxel_um, 50 um))"),
+        "coarse_voxel_um": (NUM + (type(None),), None, "voxel of the whole-sample grid outside the VOI (default: max(8 x voxel_um, 50 um), "
+                            "at most half the thinnest layer of a pouch or coin stack)"),
         "parts": ((list,), [], "kind = parts: meshes and primitives with materials"),
+        "seed": ((int, type(None)), None, "seed of the phantom's microstructure (default: the "
+                 "scenario seed; give two scans of one cell the same phantom seed and different "
+                 "scenario seeds for independent noise)"),
     },
     "recon": {
         "algorithm": ((str,), "fdk", "fdk, fbp, sirt or cgls"),
     },
+    "measure": {
+        "thickness_maps": ((list, type(None)), None,
+                           "components whose local-thickness map is written (TIFF, PLY coloured by "
+                           "thickness, map figure); default: the [paper] metrology components, "
+                           "else the component of highest surface-to-volume ratio"),
+        "render_3d": ((bool,), True, "3-D rendering of the segmented components in the report"),
+    },
+    "paper": {
+        "reference": ((str,), "", "the publication whose scan this scenario reproduces"),
+        "voxel_size_um": (NUM + (type(None),), None, "the paper's voxel (pixel) size, um"),
+        "metrology": ((dict,), {}, "component -> {quantity: value} the paper reports "
+                      "(twin/paper.py lists the quantities)"),
+        "stack": ((dict, type(None)), None, "{from, to, thickness_um}: a layer stack's thickness"),
+        "particles": ((dict,), {}, "component -> {mean_diameter_um}"),
+        "defects": ((dict,), {}, "defect type -> {mean_diameter_um, found}"),
+        "notes": ((str,), "", "how the paper's numbers were read"),
+    },
 }
 SECTIONS = [s for s in SCHEMA if s]
 PHANTOM_KINDS = ("coin_na_ion", "pouch_lfp", "nimh_aaa", "parts")
+
+
+def _defaults(section: str) -> dict[str, Any]:
+    return {k: copy.deepcopy(d) for k, (_, d, _) in SCHEMA[section].items()}
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,8 @@ class ScanSpec:
     source, geometry, detector, phantom, recon : dict
         Every schema key present (defaults filled in); ``phantom`` also holds the
         phantom-specific keys and ``recon`` the algorithm options.
+    measure, paper : dict
+        Report options, and the numbers the reproduced paper reports (:mod:`twin.paper`).
     raw : dict
         The scenario as given (after overrides), for provenance.
     """
@@ -125,6 +152,8 @@ class ScanSpec:
     detector: Mapping[str, Any]
     phantom: Mapping[str, Any]
     recon: Mapping[str, Any]
+    measure: Mapping[str, Any] = field(default_factory=lambda: _defaults("measure"))
+    paper: Mapping[str, Any] = field(default_factory=lambda: _defaults("paper"))
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
     origin: str = "<memory>"
 
@@ -198,10 +227,13 @@ def validate(data: Mapping[str, Any], origin: str = "<memory>") -> ScanSpec:
         raise XrmInputError(f"{origin}: detector.pixels must be [columns, rows] integers, got {pix!r}")
     if min(pix) < 1:
         raise XrmInputError(f"{origin}: detector.pixels must be >= 1, got {pix!r}")
+    from twin.paper import check_paper_table
+
+    check_paper_table(out["paper"], where=f"{origin}: [paper]")
     return ScanSpec(name=out["name"], seed=int(out["seed"]), description=out["description"],
                     source=out["source"], geometry=out["geometry"], detector=out["detector"],
-                    phantom=out["phantom"], recon=out["recon"], raw=copy.deepcopy(dict(data)),
-                    origin=origin)
+                    phantom=out["phantom"], recon=out["recon"], measure=out["measure"],
+                    paper=out["paper"], raw=copy.deepcopy(dict(data)), origin=origin)
 
 
 def builtin_dir() -> Path:

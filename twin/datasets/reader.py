@@ -12,6 +12,7 @@ call :meth:`set_epoch` each epoch for fresh patches.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -106,18 +107,33 @@ class DatasetReader:
         """Fresh random patches for a new epoch (reproducible per (seed, epoch, item))."""
         self.epoch = int(epoch)
 
-    def _open(self, k: int) -> h5py.File:
+    def _open(self, k: int):
+        """The shard of sample ``k`` as a context manager: an ``h5py.File``, or a Zarr group
+        (``.zarr`` folder) whose items and ``attrs`` read the same way."""
         p = self.root / self.rows[k]["shard"]
+        if p.suffix == ".zarr":
+            try:
+                import zarr
+            except ImportError:
+                raise XrmInputError(f"{str(p)!r} is a Zarr shard: pip install 'xrm-twin[zarr]'") from None
+            try:
+                return contextlib.nullcontext(zarr.open_group(store=str(p), mode="r"))
+            except (OSError, ValueError, KeyError) as exc:
+                raise XrmInputError(f"cannot open shard {str(p)!r}: {exc}") from None
         try:
             return h5py.File(p, "r")
         except OSError as exc:
             raise XrmInputError(f"cannot open shard {str(p)!r}: {exc}") from None
 
-    def _read(self, f: h5py.File, name: str, sel=Ellipsis) -> np.ndarray:
+    @staticmethod
+    def _where(f) -> str:
+        return str(getattr(f, "filename", None) or getattr(f.store, "root", f.store))
+
+    def _read(self, f, name: str, sel=Ellipsis) -> np.ndarray:
         if name not in f:
             what = {"volume": "store.recon", "labels": "store.labels",
                     "instances": "store.labels"}.get(name, name)
-            raise XrmInputError(f"{f.filename}: no /{name} in the shard (not stored; see {what})")
+            raise XrmInputError(f"{self._where(f)}: no /{name} in the shard (not stored; see {what})")
         a = f[name][sel]
         if name == "volume":
             return np.asarray(a, np.float32)
@@ -147,11 +163,11 @@ class DatasetReader:
         out["index"] = int(self.rows[k]["index"])
         return out
 
-    def _corner(self, f: h5py.File, i: int) -> tuple[int, ...]:
+    def _corner(self, f, i: int) -> tuple[int, ...]:
         key = "volume" if "volume" in f else "labels"
         shape = f[key].shape
         if any(s > d for s, d in zip(self.patch_size, shape)):
-            raise XrmInputError(f"patch_size {self.patch_size} does not fit volume {shape} of {f.filename}")
+            raise XrmInputError(f"patch_size {self.patch_size} does not fit volume {shape} of {self._where(f)}")
         rng = np.random.default_rng([self.seed, self.epoch, i])
         hi = [d - s for s, d in zip(self.patch_size, shape)]
         if self.foreground > 0 and "labels" in f and rng.random() < self.foreground:

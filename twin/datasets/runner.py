@@ -59,7 +59,10 @@ def cleanup_temporaries(out: Path) -> int:
             for p in d.iterdir():
                 if p.name.startswith(".") and p.name.endswith(".part"):
                     with contextlib.suppress(FileNotFoundError):
-                        p.unlink()
+                        if p.is_dir():  # a half-written Zarr shard
+                            shutil.rmtree(p)
+                        else:
+                            p.unlink()
                         n += 1
     return n
 
@@ -95,7 +98,8 @@ def check_folder(spec: DatasetSpec, out: Path, force: bool) -> None:
         texts = [(out / MANIFEST).read_text(encoding="utf-8")] if (out / MANIFEST).is_file() else []
         if (out / SHARDS).is_dir():
             texts += [p.read_text(encoding="utf-8") for p in sorted((out / SHARDS).glob("sample_*.json"))]
-            if not texts and any((out / SHARDS).glob("sample_*.h5")):
+            if not texts and (any((out / SHARDS).glob("sample_*.h5"))
+                              or any((out / SHARDS).glob("sample_*.zarr"))):
                 hashes.add("unknown")
         for text in texts:
             for line in text.splitlines():

@@ -21,6 +21,13 @@ Shard layout (``shards/sample_NNNNNN.h5``)::
     /materials table: label, name, material, density_g_cm3; attr json   (store.labels)
     /defects table: id, type, label, center_mm, size_um, volume_mm3; attr json (store.defects)
     /patches/volume [P, pz, py, px], /patches/labels, /patches/corner_zyx (store.patches)
+
+With ``[store] format = "zarr"`` each shard is a Zarr v3 directory ``shards/sample_NNNNNN.zarr``
+with the same arrays and attributes (``materials`` and ``defects`` as groups holding only
+their ``json`` attribute; arrays chunked by 16 planes, zstd at level ``store.compression``:
+gzip headers carry a time stamp, which would break byte-identical shards). It is
+written to a hidden ``.part`` folder and renamed when complete; its checksum is the SHA-256
+of every file's relative path and bytes in sorted order (:func:`tree_sha256`).
 """
 
 from __future__ import annotations
@@ -75,12 +82,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         os.chmod(tmp, 0o644)
 
 
-def shard_name(index: int) -> str:
-    return f"sample_{int(index):06d}.h5"
+SHARD_EXT = {"hdf5": ".h5", "zarr": ".zarr"}
 
 
-def shard_path(out_dir: str | Path, index: int) -> Path:
-    return Path(out_dir) / SHARDS / shard_name(index)
+def shard_name(index: int, fmt: str = "hdf5") -> str:
+    return f"sample_{int(index):06d}{SHARD_EXT[fmt]}"
+
+
+def shard_path(out_dir: str | Path, index: int, fmt: str = "hdf5") -> Path:
+    return Path(out_dir) / SHARDS / shard_name(index, fmt)
 
 
 def row_path(out_dir: str | Path, index: int) -> Path:
@@ -96,6 +106,33 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
                 break
             h.update(b)
     return h.hexdigest()
+
+
+def tree_sha256(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
+    """SHA-256 of a folder (a Zarr shard) and its size in bytes: every file's relative path
+    (POSIX, NUL-terminated) and bytes, in sorted path order."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    total = 0
+    for p in files:
+        h.update(p.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        with open(p, "rb") as f:
+            while True:
+                b = f.read(chunk)
+                if not b:
+                    break
+                h.update(b)
+                total += len(b)
+    return h.hexdigest(), total
+
+
+def shard_digest(path: str | Path) -> tuple[str, int]:
+    """(SHA-256, bytes) of a shard: an HDF5 file or a Zarr folder."""
+    p = Path(path)
+    if p.is_dir():
+        return tree_sha256(p)
+    return sha256_file(p), p.stat().st_size
 
 
 def canonical_json(obj: Any) -> str:
@@ -341,6 +378,60 @@ def write_shard(path: Path, content: Mapping[str, Any], level: int) -> None:
         f.attrs["origin_mm"] = np.asarray(content["origin_mm"], float)
 
 
+def write_shard_zarr(path: Path, content: Mapping[str, Any], level: int) -> None:
+    """Write one shard as a Zarr v3 folder at ``path`` (same layout as :func:`write_shard`)."""
+    import zarr
+    from zarr.codecs import ZstdCodec
+
+    def arr(group, name, data):
+        data = np.ascontiguousarray(data)
+        chunks = (min(16, data.shape[0]),) + data.shape[1:] if data.ndim else ()
+        a = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks or None,
+                               # zstd, not gzip: a gzip header carries the time of writing
+                               compressors=ZstdCodec(level=level) if level > 0 else None)
+        a[...] = data
+        return a
+
+    root = zarr.open_group(store=str(path), mode="w", zarr_format=3)
+    attrs = {k: v for k, v in content["attrs"].items()}
+    attrs["voxel_size_um"] = float(content["voxel_size_um"])
+    attrs["origin_mm"] = [float(v) for v in content["origin_mm"]]
+    root.attrs.update(attrs)
+    if "projections" in content:
+        p = content["projections"]
+        g = root.create_group("projections")
+        for k in ("data", "flats", "darks", "angles_deg"):
+            arr(g, k, p[k])
+        g.attrs["geometry"] = p["geometry"]
+    for name in ("volume", "labels", "instances"):
+        if name in content:
+            a = arr(root, name, content[name])
+            a.attrs.update({"voxel_size_um": float(content["voxel_size_um"]),
+                            "origin_mm": [float(v) for v in content["origin_mm"]]})
+    for name in ("materials", "defects"):
+        if name in content:
+            root.create_group(name).attrs["json"] = canonical_json(content[name])
+    if "patches" in content:
+        g = root.create_group("patches")
+        for k, v in content["patches"].items():
+            arr(g, k, v)
+
+
+def _write_zarr_atomic(final: Path, content: Mapping[str, Any], level: int) -> tuple[str, int]:
+    """Write a Zarr shard into a hidden ``.part`` folder beside ``final``, then rename it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    try:
+        write_shard_zarr(tmp, content, level)
+        digest = tree_sha256(tmp)
+        if final.exists():  # a corrupted shard being remade
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return digest
+
+
 def _patches(spec: DatasetSpec, index: int, volume: np.ndarray, labels: np.ndarray) -> dict:
     size = spec.store["patches"]["size"]
     n = spec.store["patches"]["count"]
@@ -429,7 +520,8 @@ def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, 
     ``seed`` (the scenario's), ``params`` (drawn values by key), ``spec_hash``.
     """
     out = Path(out_dir)
-    final = shard_path(out, index)
+    fmt = spec.store.get("format", "hdf5")
+    final = shard_path(out, index, fmt)
     work_root = out / WORK
     t0, c0 = time.perf_counter(), time.process_time()
     try:
@@ -438,11 +530,14 @@ def run_sample(spec: DatasetSpec, index: int, out_dir: str | Path) -> dict[str, 
         work = Path(tempfile.mkdtemp(prefix=f"sample_{int(index):06d}.", dir=work_root))
         try:
             content, draw = build_sample(spec, index, work)
-            with atomic_path(final) as tmp:
-                write_shard(tmp, content, spec.store["compression"])
-                os.chmod(tmp, 0o644)
-                digest = sha256_file(tmp)
-                size = tmp.stat().st_size
+            if fmt == "zarr":
+                digest, size = _write_zarr_atomic(final, content, spec.store["compression"])
+            else:
+                with atomic_path(final) as tmp:
+                    write_shard(tmp, content, spec.store["compression"])
+                    os.chmod(tmp, 0o644)
+                    digest = sha256_file(tmp)
+                    size = tmp.stat().st_size
         finally:
             shutil.rmtree(work, ignore_errors=True)
         row = {"index": int(index), "split": draw.split, "base": draw.base,
@@ -481,10 +576,13 @@ def verify_sample(out_dir: str | Path, index: int, spec_hash: str | None = None,
     if spec_hash is not None and row.get("spec_hash") != spec_hash:
         return "made from another spec"
     p = Path(out_dir) / row["shard"]
-    if not p.is_file():
+    if not (p.is_file() or p.is_dir()):
         return "shard missing"
-    if p.stat().st_size != row.get("bytes"):
+    if p.is_file() and p.stat().st_size != row.get("bytes"):
         return f"size {p.stat().st_size} != {row.get('bytes')} bytes"
-    if sha256_file(p) != row.get("sha256"):
+    digest, size = shard_digest(p)
+    if size != row.get("bytes"):
+        return f"size {size} != {row.get('bytes')} bytes"
+    if digest != row.get("sha256"):
         return "SHA-256 mismatch"
     return None

@@ -64,7 +64,8 @@ TOP_KEYS = ("name", "description", "count", "seed", "base", "base_weights", "sce
             "threads_per_task", "parameters", "voids", "store", "split")
 DIST_KINDS = ("uniform", "loguniform", "normal", "integers", "choices", "value")
 DIST_EXTRA = {"normal": ("min", "max"), "choices": ("weights",)}
-STORE_KEYS = ("projections", "recon", "labels", "defects", "patches", "compression")
+STORE_KEYS = ("projections", "recon", "labels", "defects", "patches", "compression", "format")
+SHARD_FORMATS = ("hdf5", "zarr")
 SPLITS = ("train", "val", "test")
 VOID_KEYS = ("host", "count", "radius_mm", "material", "density_g_cm3", "margin_mm",
              "subdivisions", "max_tries")
@@ -405,6 +406,17 @@ def _check_store(store: Any, origin: str) -> dict:
     if isinstance(comp, bool) or not isinstance(comp, int) or not 0 <= comp <= 9:
         raise XrmInputError(f"{origin}: store.compression = {comp!r}: expected a gzip level 0-9 (0 = none)")
     out["compression"] = comp
+    fmt = store.get("format", "hdf5")
+    if fmt not in SHARD_FORMATS:
+        raise XrmInputError(f"{origin}: " + str(unknown("store.format", fmt, SHARD_FORMATS)))
+    if fmt == "zarr":
+        try:
+            import zarr  # noqa: F401
+        except ImportError:
+            raise XrmInputError(f"{origin}: store.format = \"zarr\" needs the zarr package "
+                                "(pip install 'xrm-twin[zarr]')") from None
+    if fmt != "hdf5":  # absent means HDF5: specs written before Zarr keep their hash
+        out["format"] = fmt
     patches = store.get("patches", False)
     if patches is False or patches is None:
         out["patches"] = None

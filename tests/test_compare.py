@@ -1,0 +1,110 @@
+"""``xrm-twin compare``: registration, change map and damage growth of two run folders.
+
+The two "runs" are written here by hand (recon.h5, segmentation.h5, report.json) from a known
+geometry: the after scan is the before scan with a crack that grew by a known number of voxels
+and a new void, the whole sample shifted by a known whole number of voxels (a remount). Every
+number the command reports is compared with that construction.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from typer.testing import CliRunner
+
+from recon.io import write_recon, write_segmentation
+from twin.cli import app
+from twin.compare import compare_runs
+
+VS = 5.0            # um
+SHIFT = (3, -2, 1)  # (x, y, z) voxels: content moves to higher x, lower y, higher z
+N = 64
+
+
+def _scene(crack_len: int, void: bool):
+    lab = np.zeros((N, N, N), np.int32)
+    z, y, x = np.mgrid[:N, :N, :N]
+    lab[(x - 32) ** 2 + (y - 32) ** 2 <= 22 ** 2] = 1            # host cylinder
+    lab[16:48, 30:32, 20:20 + crack_len] = 2                     # a crack 2 voxels open
+    if void:
+        lab[(x - 40) ** 2 + (y - 42) ** 2 + (z - 30) ** 2 <= 3 ** 2] = 3
+    return lab
+
+
+def _write_run(folder, lab, shift, seed, detected, truth_volumes):
+    folder.mkdir(parents=True)
+    mu = np.array([0.0, 1.0, 0.2, 0.0], np.float32)[lab]
+    vol = ndi.gaussian_filter(mu, 0.8) + np.random.default_rng(seed).normal(0, 0.03, lab.shape)
+    sx, sy, sz = shift
+    vol = np.roll(vol, (sz, sy, sx), axis=(0, 1, 2)).astype(np.float32)
+    lab_s = np.roll(lab, (sz, sy, sx), axis=(0, 1, 2))
+    origin = (0.0, 0.0, 0.0)
+    write_recon(folder / "recon.h5", vol, VS, origin)
+    write_segmentation(folder / "segmentation.h5", lab_s, {0: "air", 1: "positive_paste", 2: "crack",
+                                                          3: "void"}, VS, origin)
+    rep = {"scenario": folder.name,
+           "defects": {"detected": detected, "truth": [{"type": d["type"]} for d in detected]},
+           "metrology_truth": {k: {"volume_mm3": v} for k, v in truth_volumes.items()}}
+    (folder / "report.json").write_text(json.dumps(rep))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    dv = (VS / 1000) ** 3
+    before_lab, after_lab = _scene(10, False), _scene(16, True)
+    mm = lambda ix, iy, iz: [ix * VS / 1000, iy * VS / 1000, iz * VS / 1000]  # noqa: E731
+    det_b = [{"type": "crack", "center_mm": mm(25, 30.5, 31.5), "volume_mm3": 600 * dv}]
+    # in the after run's own frame (shifted by SHIFT): the crack and a new void at (40, 42, 30)
+    det_a = [{"type": "crack", "center_mm": mm(28 + SHIFT[0], 30.5 + SHIFT[1], 31.5 + SHIFT[2]),
+              "volume_mm3": 1000 * dv},
+             {"type": "void", "center_mm": mm(40 + SHIFT[0], 42 + SHIFT[1], 30 + SHIFT[2]),
+              "volume_mm3": 123 * dv, "size_um": 30.0}]
+    _write_run(root / "before", before_lab, (0, 0, 0), 1, det_b, {"crack": 640 * dv})
+    _write_run(root / "after", after_lab, SHIFT, 2, det_a, {"crack": 1024 * dv, "void": 123 * dv})
+    res = compare_runs(root / "before", root / "after", root / "out")
+    return root, res, before_lab, after_lab
+
+
+def test_registration_recovers_the_remount(runs):
+    _, res, _, _ = runs
+    np.testing.assert_allclose(res["registration"]["translation_vox"], SHIFT, atol=0.25)
+    assert max(abs(a) for a in res["registration"]["rotation_deg"]) < 0.3
+
+
+def test_change_map_counts_the_grown_crack(runs):
+    _, res, b, a = runs
+    grown = int(np.count_nonzero((a == 2) & (b != 2)))  # 32 x 2 x 6 voxels
+    cm = res["change_map"]["components"]["crack"]
+    assert cm["appeared_mm3"] == pytest.approx(grown * (VS / 1000) ** 3, rel=0.05)
+    assert cm["disappeared_mm3"] < 0.05 * cm["appeared_mm3"]
+    assert res["change_map"]["components"]["void"]["appeared_mm3"] > 0
+
+
+def test_damage_growth_and_new_detections(runs):
+    root, res, _, _ = runs
+    dv = (VS / 1000) ** 3
+    g = res["damage_growth"]["crack"]
+    assert g["growth_detected_mm3"] == pytest.approx(400 * dv)
+    assert g["growth_truth_mm3"] == pytest.approx(384 * dv)
+    assert g["growth_rel_error"] == pytest.approx(400 / 384 - 1)
+    assert g["found"] is True
+    # the crack is matched to the before scan's (after the registration); the void is new, and
+    # its centre lands where it is in the before frame
+    assert [d["type"] for d in res["new_detections"]] == ["void"]
+    np.testing.assert_allclose(res["new_detections"][0]["center_mm_before_frame"],
+                               [40 * VS / 1000, 42 * VS / 1000, 30 * VS / 1000], atol=0.3 * VS / 1000)
+    html = (root / "out" / "report.html").read_text()
+    assert "Damage growth" in html and "change_map.png" in html
+    assert json.loads((root / "out" / "report.json").read_text())["damage_growth"]["crack"]["found"]
+
+
+def test_cli_compare_and_bad_folder(runs, tmp_path):
+    root, _, _, _ = runs
+    r = CliRunner().invoke(app, ["--quiet", "compare", str(root / "before"), str(root / "after"),
+                                 "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["compare", str(root / "before"), str(tmp_path / "nope"),
+                                 "--out", str(tmp_path / "d")])
+    assert r.exit_code == 2 and "report.json" in r.output

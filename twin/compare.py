@@ -1,0 +1,189 @@
+"""``xrm-twin compare``: two scans of the same cell, before and after (cycling, ageing).
+
+What the paper did between 0 and 120 cycles, reproducibly: register the later scan onto the
+earlier one, map what changed, and say how much each kind of damage grew.
+
+1. **Registration** (:func:`recon.registration.register_rigid`): rotation and translation of
+   the *after* reconstruction onto the *before* one, in index space (each scan in its own
+   instrument frame, as after a remount); the after volume and its segmentation are resampled
+   into the before grid (linear / nearest).
+2. **Change map** (:func:`recon.registration.change_map`): per component (matched by name),
+   the volume that appeared and disappeared; ``figures/change_map.png`` shows before, after and
+   the difference with the appeared damage outlined.
+3. **Damage growth**: per defect type (delamination, crack, void, ...), the volume of the
+   defects *detected* in each scan (``report.json`` ``defects.detected`` of the two runs) and
+   its growth, beside the same on the truth (the defect labels of each phantom inside the
+   measured region, ``metrology_truth``); detections of the after scan not within
+   ``tol_vox`` voxels of one of the before scan are listed as new.
+
+Writes ``report.json`` and ``report.html`` (with the figures) into the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from twin.errors import XrmInputError
+
+DAMAGE_TYPES = ("delamination", "crack", "void", "short")
+
+
+def _load_run(folder: Path) -> dict[str, Any]:
+    from recon.io import read_volume
+
+    folder = Path(folder)
+    rep_p, rec_p, seg_p = folder / "report.json", folder / "recon.h5", folder / "segmentation.h5"
+    for p in (rep_p, rec_p):
+        if not p.is_file():
+            raise XrmInputError(f"{folder}: no {p.name}: give the output folder of `xrm-twin run`")
+    rec = read_volume(rec_p)
+    if "volume" not in rec:
+        raise XrmInputError(f"{rec_p}: no /volume")
+    out = {"folder": folder, "report": json.loads(rep_p.read_text(encoding="utf-8")),
+           "volume": rec["volume"], "voxel_size_um": float(np.asarray(rec["voxel_size_um"]).ravel()[0]),
+           "origin_mm": np.asarray(rec["origin_mm"], float)}
+    if seg_p.is_file():
+        seg = read_volume(seg_p)
+        out["labels"], out["names"] = seg["labels"], seg.get("names", {})
+    else:
+        out["labels"], out["names"] = None, {}
+    return out
+
+
+def _to_before_mm(x_mm, after: Mapping[str, Any], before: Mapping[str, Any],
+                  reg: Mapping[str, Any], shape) -> np.ndarray:
+    """Map an (x, y, z) mm position of the after scan into the before scan's frame."""
+    vs = before["voxel_size_um"] / 1000.0
+    p_a = (np.asarray(x_mm, float) - after["origin_mm"])[::-1] / vs           # (z, y, x) index
+    R = np.asarray(reg["matrix_zyx"])
+    c = (np.asarray(shape, float) - 1) / 2.0
+    t = np.asarray(reg["translation_vox"], float)[::-1]                       # (z, y, x)
+    p_b = R.T @ (p_a - c - t) + c
+    return before["origin_mm"] + p_b[::-1] * vs
+
+
+def damage_growth(before_rep: Mapping[str, Any], after_rep: Mapping[str, Any]) -> dict[str, Any]:
+    """Per defect type: detected and truth volumes (mm^3) in each scan and their growth."""
+    out = {}
+    for kind in DAMAGE_TYPES:
+        rows = {}
+        for tag, rep in (("before", before_rep), ("after", after_rep)):
+            det = [d for d in rep.get("defects", {}).get("detected", []) if d.get("type") == kind]
+            truth = (rep.get("metrology_truth") or {}).get(kind) or {}
+            rows[tag] = {"n_detected": len(det),
+                         "detected_volume_mm3": float(sum(d.get("volume_mm3") or 0.0 for d in det)),
+                         "truth_volume_mm3": float(truth.get("volume_mm3") or 0.0),
+                         "n_truth_in_view": sum(1 for d in rep.get("defects", {}).get("truth", [])
+                                                if d.get("type") == kind)}
+        if not any(r["n_detected"] or r["truth_volume_mm3"] for r in rows.values()):
+            continue
+        g_det = rows["after"]["detected_volume_mm3"] - rows["before"]["detected_volume_mm3"]
+        g_tru = rows["after"]["truth_volume_mm3"] - rows["before"]["truth_volume_mm3"]
+        out[kind] = {**{f"{t}_{k}": v for t, r in rows.items() for k, v in r.items()},
+                     "growth_detected_mm3": g_det, "growth_truth_mm3": g_tru,
+                     "growth_rel_error": (g_det / g_tru - 1.0) if g_tru > 0 else None,
+                     "found": rows["after"]["n_detected"] > rows["before"]["n_detected"] or g_det > 0}
+    return out
+
+
+def _change_figure(before: np.ndarray, after_reg: np.ndarray, appeared: Mapping[str, np.ndarray],
+                   path: Path, vs_um: float) -> Path:
+    from recon.figures import _fig, _save
+
+    masks = [m for m in appeared.values() if m is not None and m.any()]
+    if masks:  # the slice with the most appeared damage
+        tot = np.sum([m.sum(axis=(1, 2)) for m in masks], axis=0)
+        z = int(np.argmax(tot))
+    else:
+        z = before.shape[0] // 2
+    lo, hi = np.percentile(before[z], [1, 99])
+    fig = _fig((12.0, 4.2))
+    ext = (0, before.shape[2] * vs_um / 1000, 0, before.shape[1] * vs_um / 1000)
+    for i, (img, title) in enumerate(((before[z], "before"), (after_reg[z], "after (registered)"),
+                                      (after_reg[z] - before[z], "after - before"))):
+        ax = fig.add_subplot(1, 3, i + 1)
+        kw = {"cmap": "gray", "vmin": lo, "vmax": hi} if i < 2 else {"cmap": "coolwarm"}
+        if i == 2:
+            d = float(np.percentile(np.abs(img), 99.5)) or 1.0
+            kw.update(vmin=-d, vmax=d)
+        ax.imshow(img, origin="lower", extent=ext, **kw)
+        if i > 0:
+            for k, (name, m) in enumerate(appeared.items()):
+                if m is not None and m[z].any():
+                    ax.contour(m[z].astype(float), levels=[0.5], colors=[f"C{k + 1}"],
+                               linewidths=0.8, origin="lower", extent=ext)
+        ax.set_title(f"{title}, z index {z}", fontsize=9)
+        ax.set_xlabel("x (mm)")
+        ax.set_ylabel("y (mm)")
+    fig.suptitle("Change map (contours: appeared " + ", ".join(appeared) + ")", fontsize=9)
+    return _save(fig, path)
+
+
+def compare_runs(before_dir: str | Path, after_dir: str | Path, out_dir: str | Path, *,
+                 levels=(4, 2), tol_vox: float = 5.0, min_voxels: int = 8) -> dict[str, Any]:
+    """Register, map changes and measure damage growth; see the module docstring."""
+    from recon.registration import apply_rigid, change_map, register_rigid
+    from twin.report import _table, write_report
+
+    before, after = _load_run(Path(before_dir)), _load_run(Path(after_dir))
+    if abs(before["voxel_size_um"] / after["voxel_size_um"] - 1) > 1e-6:
+        raise XrmInputError(f"before and after have different voxels ({before['voxel_size_um']} "
+                            f"and {after['voxel_size_um']} um): scan both at the same settings")
+    if before["volume"].shape != after["volume"].shape:
+        raise XrmInputError(f"before {before['volume'].shape} and after {after['volume'].shape} "
+                            "volumes differ in shape: reconstruct both on the same grid")
+    vs = before["voxel_size_um"]
+    reg = register_rigid(before["volume"], after["volume"], vs, levels=levels)
+    after_reg = apply_rigid(after["volume"], reg)
+    out: dict[str, Any] = {"before": str(before["folder"]), "after": str(after["folder"]),
+                           "voxel_size_um": vs,
+                           "registration": {k: reg[k] for k in ("rotation_deg", "translation_vox",
+                                                                "translation_mm", "ncc", "levels")}}
+    appeared = {}
+    if before["labels"] is not None and after["labels"] is not None:
+        lab_a = apply_rigid(after["labels"].astype(np.float32), reg, order=0).astype(np.int32)
+        name_to_b = {v: k for k, v in before["names"].items()}
+        # after labels renumbered onto the before numbering, by component name
+        relabel = np.zeros(int(max(after["names"], default=0)) + 1, np.int32)
+        for k, v in after["names"].items():
+            relabel[k] = name_to_b.get(v, 0)
+        lab_a = relabel[np.clip(lab_a, 0, len(relabel) - 1)]
+        names = {k: v for k, v in before["names"].items() if k > 0}
+        cm = change_map(before["volume"], after_reg, vs, labels_before=before["labels"],
+                        labels_after=lab_a, names=names, min_voxels=min_voxels)
+        out["change_map"] = {"rms_difference_per_mm": cm["rms_difference"],
+                             "components": {n: {k: v for k, v in d.items() if not k.endswith("_mask")}
+                                            for n, d in cm["labels"].items()}}
+        appeared = {n: cm["labels"][n]["appeared_mask"] for n in DAMAGE_TYPES if n in cm["labels"]}
+    out["damage_growth"] = damage_growth(before["report"], after["report"])
+    shape = before["volume"].shape
+    det_b = [d for d in before["report"].get("defects", {}).get("detected", [])]
+    new = []
+    for d in after["report"].get("defects", {}).get("detected", []):
+        x_b = _to_before_mm(d["center_mm"], after, before, reg, shape)
+        near = [np.linalg.norm(np.asarray(b["center_mm"]) - x_b) for b in det_b if b.get("type") == d.get("type")]
+        if not near or min(near) * 1000.0 / vs > tol_vox:
+            new.append({**{k: d[k] for k in ("type", "size_um", "volume_mm3") if k in d},
+                        "center_mm_before_frame": x_b.tolist()})
+    out["new_detections"] = new
+    out_dir = Path(out_dir)
+    figures = [("Change map", _change_figure(before["volume"], after_reg, appeared,
+                                             out_dir / "figures" / "change_map.png", vs))]
+    out["scenario"] = f"compare: {before['report'].get('scenario')} -> {after['report'].get('scenario')}"
+    rows = [[k, v.get("before_detected_volume_mm3"), v.get("after_detected_volume_mm3"),
+             v.get("growth_detected_mm3"), v.get("growth_truth_mm3"),
+             "" if v.get("growth_rel_error") is None else f"{100 * v['growth_rel_error']:+.1f} %"]
+            for k, v in out["damage_growth"].items()]
+    reg_txt = (f"<p>Rotation (x, y, z) {np.round(reg['rotation_deg'], 3).tolist()} deg, translation "
+               f"{np.round(reg['translation_mm'], 4).tolist()} mm, NCC {reg['ncc']:.4f}.</p>")
+    sections = [("Registration", reg_txt)]
+    if rows:
+        sections.append(("Damage growth", _table(rows, ["defect", "detected before (mm3)",
+                                                        "detected after (mm3)", "growth (mm3)",
+                                                        "truth growth (mm3)", "growth vs truth"])))
+    write_report(out_dir, out, figures, sections=sections)
+    return out
