@@ -14,10 +14,11 @@ Run from the repository root::
     supersampling). Two beams: the 100 kV / LE3 tube spectrum (the plan's 1 keV bins, 93 of
     them) and a monochromatic 60 keV beam (gVXR's cost grows with the number of bins, ours
     hardly). xrm-twin: the whole scan through :func:`twin.acquisition.iter_projections`
-    (ideal detector: path lengths, Beer-Lambert spectral sums, solid angle), plus the two
-    kernels alone. gVXR: ``rotateScene`` + ``computeXRayImage`` into a preallocated numpy
+    (ideal detector: path lengths, Beer-Lambert spectral sums, solid angle), plus the path
+    lengths alone (the default mesh rasteriser, and the BVH ray tracer for comparison) and
+    the spectral sums alone (all four weight rows; the ideal detector's scan needs one). gVXR: ``rotateScene`` + ``computeXRayImage`` into a preallocated numpy
     array (its fastest path), one view at a time. Set-up (plan resolution with nesting checks
-    and BVH / OpenGL context, STL export and load, spectrum) and the first (compiling /
+    / OpenGL context, STL export and load, spectrum) and the first (compiling /
     shader-building) image are timed apart from the per-projection time. The timed runs of
     the two tools are interleaved and the best of several kept, since the CPU may be shared.
 
@@ -171,6 +172,7 @@ class TwinMesh:
         spectral_sums(lengths, self.plan.mu_per_mm, self.plan.weights, arch=arch)
         self.first_image_s = time.perf_counter() - t0
         self.faces = sum(len(p.triangles) for p in self.plan.scene.parts)
+        self._scenes: dict = {}
         self.energy_bins = int(self.plan.energy_kev.size)
 
     def project(self) -> np.ndarray:
@@ -179,9 +181,16 @@ class TwinMesh:
 
         return np.concatenate([c.images for c in iter_projections(self.plan, arch=self.arch)])
 
-    def paths(self):
+    def paths(self, method: str = "auto"):
+        """Per-material path lengths of all views; ``method`` as in
+        :func:`twin.projector.mesh_path_lengths` (``"auto"``: the rasteriser here)."""
+        import dataclasses
+
         g = self.plan.geometry
-        return self.plan.scene.path_lengths(self.vec, g.rows, g.cols, arch=self.arch)[0]
+        scene = self.plan.scene
+        if method != "auto":
+            scene = self._scenes.setdefault(method, dataclasses.replace(scene, mesh_method=method))
+        return scene.path_lengths(self.vec, g.rows, g.cols, arch=self.arch)[0]
 
     def spectral(self, lengths):
         from twin.spectral import spectral_sums
@@ -265,12 +274,15 @@ def bench_mesh(det: int, n_views: int, sections: int, arch: str, source: dict, r
         if theirs is not None:
             t_theirs = min(t_theirs, best_of(1, theirs.project)[0])
     t_paths, lengths = best_of(repeats, ours.paths)
+    ours.paths("bvh")  # first call builds the BVH
+    t_bvh, _ = best_of(repeats, lambda: ours.paths("bvh"))
     t_spec, _ = best_of(repeats, lambda: ours.spectral(lengths))
     row = {"beam": beam, "detector": f"{det}^2", "views": n_views, "faces": ours.faces,
            "energy_bins": ours.energy_bins,
            "twin": {"setup_s": ours.setup_s, "first_image_s": ours.first_image_s, "time_s": t_ours,
                     "s_per_view": t_ours / n_views, "views_per_s": n_views / t_ours,
-                    "paths_s_per_view": t_paths / n_views, "spectral_s_per_view": t_spec / n_views}}
+                    "paths_s_per_view": t_paths / n_views, "paths_bvh_s_per_view": t_bvh / n_views,
+                    "spectral_s_per_view": t_spec / n_views}}
     if theirs is not None:
         row["gvxr"] = {"setup_s": theirs.setup_s, "first_image_s": theirs.first_image_s,
                        "time_s": t_theirs, "s_per_view": t_theirs / n_views,
@@ -346,8 +358,11 @@ def markdown(res: dict) -> str:
         lines.append(f"| {b} | xrm-twin (iter_projections, ideal) | {r['detector']} | {r['views']} | "
                      f"{r['faces']} | {r['energy_bins']} | {fmt(t['setup_s'])} | "
                      f"{fmt(t['first_image_s'])} | {fmt(t['s_per_view'])} | {fmt(t['views_per_s'])} |")
-        lines.append(f"| {b} | xrm-twin: mesh path lengths alone | | | | | | | "
+        lines.append(f"| {b} | xrm-twin: mesh path lengths alone (rasteriser) | | | | | | | "
                      f"{fmt(t['paths_s_per_view'])} | {fmt(1 / t['paths_s_per_view'])} |")
+        if "paths_bvh_s_per_view" in t:
+            lines.append(f"| {b} | xrm-twin: mesh path lengths, BVH ray tracer | | | | | | | "
+                         f"{fmt(t['paths_bvh_s_per_view'])} | {fmt(1 / t['paths_bvh_s_per_view'])} |")
         lines.append(f"| {b} | xrm-twin: spectral sums alone | | | | | | | "
                      f"{fmt(t['spectral_s_per_view'])} | {fmt(1 / t['spectral_s_per_view'])} |")
         if "gvxr" in r:

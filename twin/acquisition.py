@@ -1,8 +1,10 @@
 """A scan: projections, flats and darks from a :class:`~twin.plan.Plan`.
 
 Per view: path lengths (projector) -> spectral sums (Beer-Lambert with the detector
-response) x pixel solid angle -> focal-spot blur -> quanta and screen-gain noise -> screen /
-objective blur -> dark current, read noise, ADC (:mod:`twin.detector`). Each view draws from
+response; with ``geometry.supersample`` = ss > 1 one integral per sub-ray and the ss x ss
+intensities averaged over the pixel, :meth:`twin.scene.Scene.spectral_sums`) x pixel solid
+angle -> focal-spot blur -> quanta and screen-gain noise -> screen / objective blur -> dark
+current, read noise, ADC (:mod:`twin.detector`). Each view draws from
 its own seeded generator ``default_rng([seed, 1, view])``, so results do not depend on how
 views are chunked or scheduled.
 
@@ -19,7 +21,6 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from twin.plan import Plan
-from twin.spectral import spectral_sums
 
 #: Working memory allowed for one chunk of views, bytes.
 CHUNK_BYTES = 256 * 2 ** 20
@@ -71,10 +72,14 @@ def _detect(plan: Plan, sums: np.ndarray, rng: np.random.Generator, gain: np.nda
     return np.clip(adu, 0, 2 ** det.bit_depth - 1).astype(np.uint16)
 
 
-def _expected_adu(plan: Plan, sums: np.ndarray, gain: np.ndarray, dthick: np.ndarray) -> np.ndarray:
-    """Noiseless read-out (``detector.noise = false``): expected ADU, float32, with blur."""
+def _expected_adu(plan: Plan, energy: np.ndarray, d_energy: np.ndarray, gain: np.ndarray,
+                  dthick: np.ndarray) -> np.ndarray:
+    """Noiseless read-out (``detector.noise = false``): expected ADU, float32, with blur.
+
+    ``energy`` and ``d_energy`` (rows, cols) are the expected sums of weight rows 1 (deposited
+    energy) and 3 (its derivative with the screen thickness), the only ones it needs."""
     det = plan.detector
-    s_px = gain * (sums[1].astype(np.float64) + dthick * sums[3])
+    s_px = gain * (energy.astype(np.float64) + dthick * d_energy)
     electrons = _blur(det.electrons_per_kev * s_px, plan.optical_blur_sigma_px)
     electrons = electrons + det.dark_e_per_s * plan.exposure_s
     return (np.minimum(electrons, det.full_well_e) / det.gain_e_per_adu + det.offset_adu).astype(np.float32)
@@ -89,6 +94,16 @@ def output_dtype(plan: Plan):
     return np.uint16 if noisy(plan) else np.float32
 
 
+def weight_rows_needed(plan: Plan) -> tuple[int, ...]:
+    """Rows of ``plan.weights`` the read-out uses: deposited energy (1) for the ideal detector,
+    energy and screen-thickness derivative (1, 3) without noise, all four with noise."""
+    if plan.detector.ideal:
+        return (1,)
+    if not noisy(plan):
+        return (1, 3)
+    return tuple(range(len(plan.weights)))
+
+
 def views_per_chunk(plan: Plan) -> int:
     return int(max(1, min(plan.geometry.n_views, CHUNK_BYTES // max(plan.bytes_per_view_chunk(1), 1))))
 
@@ -99,20 +114,26 @@ def iter_projections(plan: Plan, *, arch: str = "auto",
     g = plan.geometry
     vec = g.vectors()
     seed = plan.spec.seed
-    gain, dthick = plan.detector.pixel_maps((g.rows, g.cols), seed)
+    gain = dthick = None
+    if not plan.detector.ideal:
+        gain, dthick = plan.detector.pixel_maps((g.rows, g.cols), seed)
     step = views_per_chunk(plan)
     ss = int(plan.supersample)
+    need = weight_rows_needed(plan)
     for start in range(0, g.n_views, step):
         n = min(step, g.n_views - start)
-        lengths, samples = plan.scene.path_lengths(vec, g.rows, g.cols, parallel=g.beam == "parallel",
-                                                   supersample=ss, view_start=start, n_views=n, arch=arch)
-        sums = spectral_sums(lengths, plan.mu_per_mm, plan.weights, arch=arch)
-        del lengths
-        sums = _expected_sums(plan, sums)
+        part, samples = plan.scene.spectral_sums(vec, g.rows, g.cols, plan.mu_per_mm,
+                                                 plan.weights[list(need)],
+                                                 parallel=g.beam == "parallel", supersample=ss,
+                                                 view_start=start, n_views=n, arch=arch)
+        # sums[:, k] belongs to weight row need[k]
+        sums = _expected_sums(plan, part)
         if plan.detector.ideal:
-            images = sums[:, 1].astype(np.float32)
+            images = sums[:, need.index(1)]
         elif not noisy(plan):
-            images = np.stack([_expected_adu(plan, sums[i], gain, dthick) for i in range(n)])
+            e, de = need.index(1), need.index(3)
+            images = np.stack([_expected_adu(plan, sums[i, e], sums[i, de], gain, dthick)
+                               for i in range(n)])
         else:
             images = np.empty((n, g.rows, g.cols), np.uint16)
             for i in range(n):
@@ -141,9 +162,9 @@ def flats_and_darks(plan: Plan) -> tuple[np.ndarray, np.ndarray]:
                 np.zeros((max(n_darks, 1), g.rows, g.cols), np.float32))
     gain, dthick = plan.detector.pixel_maps((g.rows, g.cols), seed)
     if not noisy(plan):
-        zero = np.zeros_like(fs)
-        return (np.repeat(_expected_adu(plan, fs, gain, dthick)[None], max(n_flats, 1), axis=0),
-                np.repeat(_expected_adu(plan, zero, gain, dthick)[None], max(n_darks, 1), axis=0))
+        zero = np.zeros_like(fs[1])
+        return (np.repeat(_expected_adu(plan, fs[1], fs[3], gain, dthick)[None], max(n_flats, 1), axis=0),
+                np.repeat(_expected_adu(plan, zero, zero, gain, dthick)[None], max(n_darks, 1), axis=0))
     flats = np.empty((n_flats, g.rows, g.cols), np.uint16)
     for i in range(n_flats):
         flats[i] = _detect(plan, fs, np.random.default_rng([seed, 2, i]), gain, dthick)
