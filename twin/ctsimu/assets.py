@@ -48,26 +48,38 @@ def _rot_x(deg: float) -> np.ndarray:
     return np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
 
 
-def edge_block_triangles(width_mm: float = 4.74518, height_mm: float = 4.99315,
-                         depth_mm: float = 2.0, tilt_deg: float = 3.0,
+def edge_block_triangles(centre_vw_mm: tuple[float, float] = (2.5, -2.36898), depth_mm: float = 2.0,
+                         tilt_deg: float = 3.0, tilt2_deg: float | None = None,
                          source_distance_mm: float = 500.0) -> np.ndarray:
     """The WE tests' tungsten edge: a frustum whose side faces all contain the source point.
 
     In the stage frame (u along the beam, source at ``u = -source_distance_mm``) the corner
-    line is the central ray; the two edges leave the corner along ``(cos t, sin t)`` and
-    ``(sin t, -cos t)`` in (v, w) (``t`` = tilt), so the shadow is the quadrant of the
-    evaluation's analytical image whatever the depth. The bounding-box centre is
-    ``(0, (a cos t + b sin t) / 2, (a sin t - b cos t) / 2)`` with (a, b) the width and
-    height at the back face: (0, 2.5, -2.36898) mm for the defaults, as in the scenarios.
+    line is the central ray; the two edges leave the corner along ``(cos t1, sin t1)`` and
+    ``(sin t2, -cos t2)`` in (v, w) (``t1 = tilt_deg``, ``t2 = tilt2_deg``, default the same),
+    so the shadow is the quadrant of the evaluation's analytical image whatever the depth.
+    In 2D-WE-1/2 (stage ``v`` = world ``y`` = detector ``-u``, stage ``w`` = world ``z`` =
+    detector ``-v``) the ``t1`` edge is the image's near-horizontal edge and the ``t2`` edge
+    its near-vertical one (:func:`edge_shadow_coverage` takes the tilts in the same order).
+    The back face (the largest) has the width ``a`` and height ``b`` that put the bounding-box
+    centre at ``(0, *centre_vw_mm)`` relative to the corner:
+    ``a cos t1 + b sin t2 = 2 c_v`` and ``a sin t1 - b cos t2 = 2 c_w`` (the scenario's
+    placement point; (2.5, -2.36898) mm in 2D-WE-1/2 gives a = 4.74518, b = 4.99315 mm at
+    3 deg). The reader moves that centre to ``position.center``, so the corner lands on the
+    central ray exactly.
     """
     import trimesh
 
-    t = np.deg2rad(tilt_deg)
-    e1 = np.array([0.0, np.cos(t), np.sin(t)])
-    e2 = np.array([0.0, np.sin(t), -np.cos(t)])
+    t1 = np.deg2rad(tilt_deg)
+    t2 = np.deg2rad(tilt_deg if tilt2_deg is None else tilt2_deg)
+    e1 = np.array([0.0, np.cos(t1), np.sin(t1)])
+    e2 = np.array([0.0, np.sin(t2), -np.cos(t2)])
+    cv, cw = centre_vw_mm
+    a_back, b_back = np.linalg.solve([[np.cos(t1), np.sin(t2)], [np.sin(t1), -np.cos(t2)]], [2 * cv, 2 * cw])
+    if a_back <= 0 or b_back <= 0:
+        raise ValueError(f"no edge block has its bounding-box centre at {centre_vw_mm} mm")
     h = depth_mm / 2
     back = (source_distance_mm + h) / source_distance_mm
-    a, b = width_mm / back, height_mm / back  # the back face (largest) sets the bounding box
+    a, b = a_back / back, b_back / back
     verts = []
     for u in (-h, h):
         s = (source_distance_mm + u) / source_distance_mm
@@ -75,6 +87,54 @@ def edge_block_triangles(width_mm: float = 4.74518, height_mm: float = 4.99315,
             verts.append(np.array([u, 0.0, 0.0]) + s * (al * e1 + be * e2))
     hull = trimesh.Trimesh(vertices=np.array(verts)).convex_hull
     return np.asarray(hull.triangles)
+
+
+def edge_shadow_coverage(rows: int, cols: int, tilt_deg: float = 3.0,
+                         tilt2_deg: float | None = None) -> np.ndarray:
+    """Exact covered fraction of each pixel by the shadow of :func:`edge_block_triangles`.
+
+    The shadow on the 2D-WE-2 detector is a quadrant with its corner on the detector centre.
+    In image coordinates (x = column, y = row, pixel units) it is ``{a e_h + b e_v: a, b >= 0}``
+    with the near-horizontal edge ``e_h = (-cos t1, -sin t1)`` (``t1 = tilt_deg``, the block's
+    ``tilt_deg`` edge along stage ``v``) and the near-vertical edge ``e_v = (-sin t2, cos t2)``
+    (``t2 = tilt2_deg``, default ``t1``; the block's ``tilt2_deg`` edge along stage ``w``):
+    pass the same tilts as to :func:`edge_block_triangles`. Each pixel square is clipped by
+    the two half-planes (Sutherland-Hodgman) and its remaining area taken. For 2D-WE-2 the
+    solid angle varies by less than 1e-6 across a pixel, so this is the intensity fraction the
+    toolbox's analytical image should show. Returns an array (rows, cols) in [0, 1].
+    """
+    t1 = np.deg2rad(tilt_deg)
+    t2 = t1 if tilt2_deg is None else np.deg2rad(tilt2_deg)
+    e_h = np.array([-np.cos(t1), -np.sin(t1)])
+    e_v = np.array([-np.sin(t2), np.cos(t2)])
+    # each half-plane n . p <= 0 is bounded by the line of one edge and holds the other edge
+    normals = []
+    for along, other in ((e_h, e_v), (e_v, e_h)):
+        n = np.array([along[1], -along[0]])  # perpendicular to the edge's line
+        normals.append(n if n @ other < 0 else -n)
+    r, c = np.meshgrid(np.arange(rows, dtype=float), np.arange(cols, dtype=float), indexing="ij")
+    x0, y0 = c - cols / 2.0, r - rows / 2.0
+    corners = [(x0, y0), (x0 + 1, y0), (x0 + 1, y0 + 1), (x0, y0 + 1)]
+    f = [np.stack([n[0] * x + n[1] * y for x, y in corners]) for n in normals]
+    cov = np.where((f[0].max(0) <= 0) & (f[1].max(0) <= 0), 1.0, 0.0)
+    cut = ~((f[0].max(0) <= 0) & (f[1].max(0) <= 0)) & (f[0].min(0) < 0) & (f[1].min(0) < 0)
+    for i, j in np.argwhere(cut):
+        poly = [np.array(p) for p in ((x0[i, j], y0[i, j]), (x0[i, j] + 1, y0[i, j]),
+                                      (x0[i, j] + 1, y0[i, j] + 1), (x0[i, j], y0[i, j] + 1))]
+        for n in normals:
+            out = []
+            for k in range(len(poly)):
+                p, q = poly[k], poly[(k + 1) % len(poly)]
+                fp, fq = n @ p, n @ q
+                if fp <= 0:
+                    out.append(p)
+                if fp * fq < 0:
+                    out.append(p + fp / (fp - fq) * (q - p))
+            poly = out
+        if len(poly) >= 3:
+            x, y = np.array(poly).T
+            cov[i, j] = 0.5 * abs(x @ np.roll(y, -1) - y @ np.roll(x, -1))
+    return cov
 
 
 def plate_with_holes(size_mm: float, thickness_mm: float, holes: list[tuple[float, float, float]],
@@ -204,8 +264,14 @@ def _spectrum_for(scenario: dict, path: Path) -> None:
     write_spectrum_file(path, sp.filtered(window), 1.0)
 
 
-def prepare_test_folder(scenario_file: str | Path, folder: str | Path) -> Path:
-    """Copy a shipped 2D-test scenario into ``folder`` and write the files it references."""
+def prepare_test_folder(scenario_file: str | Path, folder: str | Path, *,
+                        edge_tilts_deg: tuple[float, float] | None = None) -> Path:
+    """Copy a shipped 2D-test scenario into ``folder`` and write the files it references.
+
+    ``edge_tilts_deg`` (diagnostics only): tilts ``(t1, t2)`` of the two edges of the
+    ``Halbraumkante`` stand-in (:func:`edge_block_triangles`) instead of the nominal 3 deg;
+    in the WE images ``t1`` is the near-horizontal edge, ``t2`` the near-vertical one.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     scenario_file = Path(scenario_file)
@@ -222,7 +288,11 @@ def prepare_test_folder(scenario_file: str | Path, folder: str | Path) -> Path:
         if "Halbraumkante" in name:
             sod = float(data["geometry"]["stage"]["center"]["x"]["value"]) - \
                 float(data["geometry"]["source"]["center"]["x"]["value"])
-            _write_stl(folder / name, edge_block_triangles(source_distance_mm=sod))
+            centre = s["position"]["center"]
+            cvw = (float(centre["v"]["value"]), float(centre["w"]["value"]))
+            t1, t2 = edge_tilts_deg or (3.0, 3.0)
+            _write_stl(folder / name, edge_block_triangles(cvw, tilt_deg=t1, tilt2_deg=t2,
+                                                           source_distance_mm=sod))
         elif "Folie" in name:
             _write_stl(folder / name, hole_foil_triangles(data))
         elif "DuplexWire" in name:

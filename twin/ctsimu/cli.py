@@ -29,7 +29,10 @@ def run(
     approximate: bool = typer.Option(False, "--approximate",
                                      help="Run unsupported CTSimU features with the documented approximation "
                                           "instead of refusing them."),
-    supersample: int = typer.Option(2, "--supersample", min=1, max=16, help="Rays per pixel along each axis."),
+    supersample: int = typer.Option(2, "--supersample", min=1, max=32,
+                                    help="Sub-ray steps per pixel side: 1 = one central ray; N >= 2 = rays "
+                                         "at k/N of the pixel, edges included, intensities integrated "
+                                         "(docs/ctsimu.md)."),
     arch: str = typer.Option("auto", "--arch", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
 ) -> None:

@@ -78,7 +78,8 @@ class DetectorSettings:
     snr_at_imax : float or None
         Gaussian noise with variance ``((imax - imin)/snr)^2 * (g - imin)/(imax - imin)``.
     srb_mm : float or None
-        Basic spatial resolution (Gaussian detector blur, see :data:`SRB_TO_SIGMA`).
+        Basic spatial resolution (Gaussian detector blur, see
+        :func:`twin.ctsimu.unsharpness.sigma_for_srb_mm`).
     bit_depth : int or None
         <= 16: uint16 images; otherwise float32.
     integration_time_s : float

@@ -20,14 +20,11 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from twin.ctsimu.reader import KEV_TO_J, CtsimuScenario
+from twin.ctsimu.unsharpness import sigma_for_srb_mm, srb_shortfall_note
 from twin.errors import XrmInputError
 from twin.filters import stack_transmission
 from twin.spectral import prune_bins, spectral_sums
 
-#: Gaussian sigma of the detector PSF per unit of basic spatial resolution SRb. Chosen so
-#: that the Gaussian MTF is 20 % at 1 / (2 SRb) (the duplex-wire period at the 20 % dip):
-#: ``sigma = sqrt(ln 5 / 2) / (pi f20)``, ``f20 = 1 / (2 SRb)``.
-SRB_TO_SIGMA = float(np.sqrt(np.log(5.0) / 2.0) * 2.0 / np.pi)
 #: Distance (mm) that defines the solid angle of a parallel-beam pixel (flux per area).
 PARALLEL_REFERENCE_MM = 1000.0
 VIEWS_PER_CHUNK_BYTES = 128 * 2 ** 20
@@ -84,12 +81,30 @@ def spot_blur_sigma_px(sc: CtsimuScenario) -> tuple[float, float]:
 
 
 def detector_blur_sigma_px(sc: CtsimuScenario) -> tuple[float, float]:
-    """Detector PSF from the basic spatial resolution, Gaussian sigma (rows, columns) in px."""
+    """Detector PSF from the basic spatial resolution, Gaussian sigma (rows, columns) in px.
+
+    ``sigma`` is chosen per axis so that the detector (this Gaussian and pixels of that
+    axis' pitch) shows the scenario's SRb on a duplex-wire IQI
+    (:func:`twin.ctsimu.unsharpness.sigma_for_srb_mm`; ``docs/ctsimu.md``).
+    """
     srb = sc.detector.srb_mm
     if not srb:
         return 0.0, 0.0
-    s = SRB_TO_SIGMA * srb
-    return s / sc.pitch_v_mm, s / sc.pitch_u_mm
+    return (sigma_for_srb_mm(srb, sc.pitch_v_mm) / sc.pitch_v_mm,
+            sigma_for_srb_mm(srb, sc.pitch_u_mm) / sc.pitch_u_mm)
+
+
+def unsharpness_notes(sc: CtsimuScenario) -> list[str]:
+    """Notes for an SRb finer than the pixels can show (no blur is added then)."""
+    srb = sc.detector.srb_mm
+    if not srb:
+        return []
+    if sc.pitch_u_mm == sc.pitch_v_mm:
+        notes = [srb_shortfall_note(srb, sc.pitch_u_mm, "u and v")]
+    else:
+        notes = [srb_shortfall_note(srb, sc.pitch_u_mm, "u (columns)"),
+                 srb_shortfall_note(srb, sc.pitch_v_mm, "v (rows)")]
+    return [n for n in notes if n]
 
 
 def _blur(img: np.ndarray, sigmas: list[tuple[float, float]]) -> np.ndarray:
@@ -134,29 +149,105 @@ def grey_scale(sc: CtsimuScenario, free_beam_kev: np.ndarray) -> GreyScale:
     return GreyScale((det.imax - det.imin) / emax, det.imin, det.imin, det.imax, det.snr_at_imax)
 
 
-def band_vectors(vec: np.ndarray, rows: int, cols: int, ss: int, r0: int, r1: int) -> np.ndarray:
-    """Vectors of a virtual detector of ``ss x ss`` sub-pixels per pixel, rows ``r0:r1`` only.
+#: End weights (in units of the sub-ray step) of the extended closed rule for ``ss >= 5``
+#: (interior weights 1): the trapezoid rule with end corrections, exact for cubics
+#: (``tests/test_ctsimu_run.py`` checks the moments).
+_END_WEIGHTS = (3.0 / 8.0, 7.0 / 6.0, 23.0 / 24.0)
 
-    Sub-pixel ``(R, C)`` of the band lies at ``((C + 0.5) / ss - 0.5)`` columns and
-    ``(r0 + (R + 0.5) / ss - 0.5)`` rows of the real detector.
+
+def subpixel_rule(ss: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-ray positions (pixel units from the pixel's low edge) and weights along one axis.
+
+    ``ss = 1``: one ray through the pixel centre. ``ss >= 2``: ``ss + 1`` rays at ``k / ss``,
+    ``k = 0 .. ss``, the pixel's edges included, weighted by a closed rule that is exact for
+    cubics: Simpson (``ss`` = 2, 4), Simpson's 3/8 (``ss`` = 3), and for ``ss >= 5`` the
+    extended trapezoid rule with end corrections ``(3/8, 7/6, 23/24, 1, ..., 1, 23/24, 7/6,
+    3/8) / ss`` (interior weights equal, as in a plain grid). The pixel value is the
+    weighted sum over the ``(ss + 1)^2`` rays of the pixel (product rule); neighbouring
+    pixels share their edge rays, so ``ss x ss`` rays per pixel are traced, as before.
+
+    Why edges included: a straight edge (a half-plane) that covers part of a pixel covers at
+    least one of its corners and leaves at least one uncovered, so every partly covered
+    pixel reads partly covered, however little the edge clips it (an interior ``ss x ss``
+    grid misses pixels clipped by less than about half a sub-ray step; CTSimU 2D-WE-2
+    counts them). Why exact for cubics: the pixel aperture's variance ``pitch^2 / 12`` is
+    integrated exactly (an interior grid gives ``(1 - 1/ss^2) pitch^2 / 12``), which the
+    detector unsharpness (2D-DW-1) and edge spread (2D-WE-1) depend on. An edge that runs
+    exactly through sub-rays (e.g. along a pixel border) is resolved by the projector's tie
+    rule: one pixel then reads the weight of that sub-ray row off.
+    """
+    ss = int(ss)
+    if ss < 1:
+        raise XrmInputError(f"supersample must be >= 1, got {ss}")
+    if ss == 1:
+        return np.array([0.5]), np.array([1.0])
+    if ss == 2:
+        w = np.array([1.0, 4.0, 1.0]) / 6.0
+    elif ss == 3:
+        w = np.array([1.0, 3.0, 3.0, 1.0]) / 8.0
+    elif ss == 4:
+        w = np.array([1.0, 4.0, 2.0, 4.0, 1.0]) / 12.0
+    else:
+        w = np.ones(ss + 1)
+        w[:3] = _END_WEIGHTS
+        w[-3:] = _END_WEIGHTS[::-1]
+        w /= ss
+    return np.arange(ss + 1) / ss, w
+
+
+def sample_grid_shape(rows: int, cols: int, ss: int) -> tuple[int, int]:
+    """(rows, cols) of the virtual detector of sub-rays for ``rows x cols`` pixels."""
+    if ss == 1:
+        return rows, cols
+    return rows * ss + 1, cols * ss + 1
+
+
+def band_vectors(vec: np.ndarray, rows: int, cols: int, ss: int, r0: int, r1: int) -> np.ndarray:
+    """Vectors of the virtual detector of sub-rays for pixel rows ``r0:r1`` (all columns).
+
+    ``ss = 1``: the pixels themselves. ``ss >= 2``: sample ``(R, C)``, ``R = 0 .. (r1 - r0) ss``,
+    ``C = 0 .. cols ss``, lies at row ``r0 - 0.5 + R / ss`` and column ``-0.5 + C / ss`` of the
+    real detector (pixel ``(r, c)`` spans rows ``r -+ 0.5``, columns ``c -+ 0.5``), i.e. on the
+    sub-ray positions of :func:`subpixel_rule`.
     """
     out = np.array(vec, float, copy=True)
     u, v = vec[..., 6:9], vec[..., 9:12]
-    n_sub = (r1 - r0) * ss
-    centre_row = r0 + ((n_sub - 1) / 2 + 0.5) / ss - 0.5
+    if ss == 1:
+        centre_row = (r0 + r1 - 1) / 2
+    else:
+        centre_row = r0 - 0.5 + (r1 - r0) / 2
     out[..., 3:6] = vec[..., 3:6] + (centre_row - (rows - 1) / 2) * v
     out[..., 6:9] = u / ss
     out[..., 9:12] = v / ss
     return out
 
 
+def integrate_pixels(samples: np.ndarray, ss: int) -> np.ndarray:
+    """Pixel values from the sub-ray grid of :func:`band_vectors` (product rule of
+    :func:`subpixel_rule`), ``(R, C)`` samples -> ``(rows, cols)`` pixels."""
+    if ss == 1:
+        return np.asarray(samples, np.float64)
+    _, w = subpixel_rule(ss)
+    n_r, n_c = (samples.shape[0] - 1) // ss, (samples.shape[1] - 1) // ss
+    a = np.asarray(samples, np.float64)
+    cols = sum(w[j] * a[:, j:j + n_c * ss:ss] for j in range(ss + 1))
+    return sum(w[i] * cols[i:i + n_r * ss:ss] for i in range(ss + 1))
+
+
 def expected_energy(sc: CtsimuScenario, *, supersample: int = 2, arch: str = "auto",
                     views: slice | None = None):
     """Yield (start, deposited keV per pixel (n, rows, cols)) view by view, before blur.
 
-    Supersampling traces ``ss x ss`` sub-pixels and averages their *intensities* (the core
-    projector's own supersampling averages path lengths, which is wrong at strong edges:
-    partial pixel coverage, CTSimU 2D-WE-2). The detector is traced in bands of rows.
+    Each pixel integrates the *intensity* over its area with the sub-ray rule of
+    :func:`subpixel_rule` (``supersample`` sub-ray steps per pixel side). The core
+    ``twin.acquisition.iter_projections`` averages intensities too
+    (:meth:`twin.scene.Scene.spectral_sums`); the difference is the sub-ray rule: the core
+    takes the mean of an interior ``ss x ss`` grid, this runner includes the pixel's edges
+    and corners with weights exact for cubics, so every pixel an edge clips reads partly
+    covered (CTSimU 2D-WE-2) and the pixel aperture's variance is exact (2D-WE-1, 2D-DW-1).
+    The detector is traced in bands of rows.
+    Spectral sums are normalised by the sum the same kernel gives for an empty ray, so a
+    free-beam pixel equals the flat field's value exactly.
     """
     from twin.runtime import init_taichi
     from twin.scene import Scene
@@ -166,24 +257,29 @@ def expected_energy(sc: CtsimuScenario, *, supersample: int = 2, arch: str = "au
     omega = _omega(sc)
     vec = sc.vectors if views is None else sc.vectors[views]
     ss = int(supersample)
+    subpixel_rule(ss)  # validates ss
     if not sc.parts:
         for i in range(len(vec)):
             yield i, (w.sum() * omega)[None]
         return
     scene = Scene(parts=sc.parts).prepare()
     mu = np.array([m.mu_per_mm(e) for m in scene.materials])
-    per_row = sc.cols * ss * ss * 4 * (len(scene.materials) + 2)
+    empty = np.zeros((1, len(scene.materials), 1, 1), np.float32)
+    free_sum = float(spectral_sums(empty, mu, w[None], arch=used)[0, 0, 0, 0])
+    _, grid_cols = sample_grid_shape(1, sc.cols, ss)
+    per_row = grid_cols * ss * 4 * (len(scene.materials) + 2)
     band = int(max(1, min(sc.rows, VIEWS_PER_CHUNK_BYTES // per_row)))
     for i in range(len(vec)):
         img = np.empty((sc.rows, sc.cols))
         for r0 in range(0, sc.rows, band):
             r1 = min(sc.rows, r0 + band)
             bv = band_vectors(vec[i:i + 1], sc.rows, sc.cols, ss, r0, r1)
-            lengths, _ = scene.path_lengths(bv, (r1 - r0) * ss, sc.cols * ss,
+            g_rows, g_cols = sample_grid_shape(r1 - r0, sc.cols, ss)
+            lengths, _ = scene.path_lengths(bv, g_rows, g_cols,
                                             parallel=sc.beam == "parallel", supersample=1, arch=used)
             sub = spectral_sums(lengths, mu, w[None], arch=used)[0, 0].astype(np.float64)
-            img[r0:r1] = sub.reshape(r1 - r0, ss, sc.cols, ss).mean(axis=(1, 3))
-        yield i, (img * omega)[None]
+            img[r0:r1] = integrate_pixels(sub / free_sum, ss)
+        yield i, (img * (w.sum() * omega))[None]
 
 
 def _omega(sc: CtsimuScenario) -> np.ndarray:
@@ -295,7 +391,7 @@ def run_to(sc: CtsimuScenario, out_dir: str | Path, *, supersample: int = 2, arc
             shutil.copyfile(sc.path, out / scen_file)
     else:
         (out / scen_file).write_text(json.dumps(sc.raw, indent=1), encoding="utf-8")
-    notes = list(sc.notes)
+    notes = list(sc.notes) + unsharpness_notes(sc)
     meta = metadata(sc, name, scen_file, images, notes)
     meta_path = out / f"{name}_metadata.json"
     meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
