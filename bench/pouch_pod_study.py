@@ -1,6 +1,6 @@
 """POD(a) of the cathode voids of the LFP pouch cell, against exposure and voxel size.
 
-Run:  python bench/pouch_pod_study.py [--out /tmp/pouch_pod] [--views 400] [--quick]
+Run:  python bench/pouch_pod_study.py [--out /tmp/pouch_pod] [--quick] [--only LABEL ...]
 
 The paper's pouch scan (``pouch-highres``: 60 kV, 6.5 W, LE2, 4x objective) on a 256^2-pixel
 window of the detector (a 0.96 mm field of view, the cell 4 mm wide: an interior scan as in the
@@ -8,8 +8,11 @@ paper), the phantom always rasterised at 3.74 um in a VOI over the cathode so th
 mean 15 um) exist whatever the scan voxel. Each setting is a full ``xrm-twin run`` (simulate with
 noise, FDK, segment, detect voids in the cathode, match to the truth table, POD fit):
 
-* exposure 15 s (the paper's), 1.5 s and 0.15 s at 3.74 um (binning 2);
-* binning 4 (7.48 um voxels, 128^2 pixels) and 6 (11.2 um, 85^2 pixels) at 15 s.
+* at 3.74 um (binning 2, 256 pixels, 800 views: the paper's 3.1 views per detector column):
+  the paper's dose (3201 views of 15 s; here 800 views of 4 averaged 15-s frames: FDK noise
+  goes as 1 / sqrt(views x frames x exposure)), 1/8 and 1/80 of it, and 4 times it;
+* binning 4 (7.48 um voxels, 128 pixels, 400 views) and 6 (11.2 um, 85 pixels, 266 views) at
+  the paper's dose.
 
 Prints one line per setting (voids in view, recall of voids >= 3 voxels across, a50, a90,
 a90/95 in um, d' of the median void) and writes ``results.json`` and a POD-curve figure in the
@@ -27,20 +30,31 @@ import numpy as np
 
 
 def settings(quick: bool) -> list[dict]:
-    base = [{"label": "3.74 um, 15 s", "binning": 2, "pixels": 256, "exposure_s": 15.0},
-            {"label": "3.74 um, 1.5 s", "binning": 2, "pixels": 256, "exposure_s": 1.5},
-            {"label": "3.74 um, 0.15 s", "binning": 2, "pixels": 256, "exposure_s": 0.15},
-            {"label": "7.48 um, 15 s", "binning": 4, "pixels": 128, "exposure_s": 15.0},
-            {"label": "11.2 um, 15 s", "binning": 6, "pixels": 85, "exposure_s": 15.0}]
+    """The scans: the paper's views-per-pixel ratio (3201 views for 1024 columns, 3.1) and its
+    dose (3201 views of 15 s: FDK noise goes as 1 / sqrt(views x frames x exposure)) kept on a
+    256-pixel window: 800 views of 4 averaged 15-s frames."""
+    base = [{"label": "3.74 um, paper dose", "binning": 2, "pixels": 256, "views": 800,
+             "exposure_s": 15.0, "frames": 4},
+            {"label": "3.74 um, dose / 8", "binning": 2, "pixels": 256, "views": 800,
+             "exposure_s": 7.5, "frames": 1},
+            {"label": "3.74 um, dose / 80", "binning": 2, "pixels": 256, "views": 800,
+             "exposure_s": 0.75, "frames": 1},
+            {"label": "7.48 um, paper dose", "binning": 4, "pixels": 128, "views": 400,
+             "exposure_s": 15.0, "frames": 8},
+            {"label": "11.2 um, paper dose", "binning": 6, "pixels": 85, "views": 266,
+             "exposure_s": 15.0, "frames": 12},
+            {"label": "3.74 um, dose x 4", "binning": 2, "pixels": 256, "views": 800,
+             "exposure_s": 15.0, "frames": 16}]
     return base[:1] + base[3:4] if quick else base
 
 
-def run_one(s: dict, out: Path, views: int, seed: int) -> dict:
+def run_one(s: dict, out: Path, seed: int) -> dict:
     from twin.run import run_scenario
     from twin.scenario import load_scenario
 
     over = [f"detector.pixels=[{s['pixels']}, {s['pixels']}]", f"geometry.binning={s['binning']}",
-            f"detector.exposure_s={s['exposure_s']}", f"geometry.projections={views}",
+            f"detector.exposure_s={s['exposure_s']}", f"detector.frames={s['frames']}",
+            f"geometry.projections={s['views']}",
             "phantom.voxel_um=3.74",
             "phantom.voi={center_mm=[0.0, 0.0, -0.125], size_mm=[1.0, 1.0, 0.16]}",
             "measure.render_3d=false", "measure.thickness_maps=[]", f"seed={seed}"]
@@ -49,7 +63,7 @@ def run_one(s: dict, out: Path, views: int, seed: int) -> dict:
     rep = run_scenario(spec, out, arch="cpu", quiet=True)
     pod = rep["detectability"]["pod"].get("void", {})
     task = next((t for t in rep["detectability"].get("tasks", []) if t["kind"] == "void"), {})
-    return {**s, "views": views, "voxel_um": rep["geometry"]["voxel_size_um"],
+    return {**s, "voxel_um": rep["geometry"]["voxel_size_um"],
             "wall_s": time.perf_counter() - t0, "n": pod.get("n"), "hits": pod.get("n_hits"),
             "recall_at_least_3_vox": pod.get("recall_at_least_3_vox"),
             "recall_by_size": pod.get("recall_by_size"), "a50_um": pod.get("a50_um"),
@@ -81,21 +95,30 @@ def figure(rows: list[dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/pouch_pod"))
-    ap.add_argument("--views", type=int, default=400)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="two settings only")
+    ap.add_argument("--only", nargs="+", default=None, help="labels of the settings to run "
+                    "(results.json then gains or replaces those rows)")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
+    res_p = a.out / "results.json"
+    if a.only and res_p.exists():
+        rows = [r for r in json.loads(res_p.read_text()) if r["label"] not in a.only]
     for s in settings(a.quick):
-        r = run_one(s, a.out / s["label"].replace(" ", "").replace(",", "_"), a.views, a.seed)
+        if a.only and s["label"] not in a.only:
+            continue
+        r = run_one(s, a.out / s["label"].replace(" ", "").replace(",", "_").replace("/", "over"),
+                    a.seed)
         rows.append(r)
         fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
         print(f"{r['label']:16s} voxel {r['voxel_um']:.2f} um: {r['n']} voids, {r['hits']} hits, "
               f"recall(>=3 vox) {fmt(r['recall_at_least_3_vox'])}, a50 {fmt(r['a50_um'])}, "
               f"a90 {fmt(r['a90_um'])}, a90/95 {fmt(r['a90_95_um'])} um, d' {fmt(r['dprime_npw'])}, "
               f"fp {r['false_positives']} [{r['wall_s']:.0f} s]", flush=True)
-    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    order = [s["label"] for s in settings(False)]
+    rows.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
+    res_p.write_text(json.dumps(rows, indent=1, default=float))
     figure(rows, a.out / "pod_vs_settings.png")
 
 

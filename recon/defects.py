@@ -82,6 +82,17 @@ def _robust_stats(vals: np.ndarray) -> tuple[float, float]:
     return med, mad
 
 
+def _upper_noise_sd(vals: np.ndarray) -> float:
+    """Noise SD of a host from the bright half of its grey levels: ``P84.13 - P50``.
+
+    Voids, cracks and their blurred halos only darken a host, so its dark tail measures the
+    defect population as much as the noise (the MAD of a pouch cathode with 3 % voids read
+    1.6x its noise at four times the paper's dose); the bright half is noise alone.
+    """
+    med = float(np.median(vals))
+    return float(np.percentile(vals, 84.1345)) - med
+
+
 def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float, *,
                  origin_mm: Sequence[float] = (0.0, 0.0, 0.0), threshold: float | None = None,
                  k_sigma: float = 3.5, smooth_sigma_vox: float = 0.6, min_voxels: int = 3,
@@ -100,7 +111,9 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
     voxel_size_um : float
     origin_mm : (x, y, z)
     threshold : float, optional
-        Grey threshold (after smoothing); default ``median - k_sigma * 1.4826 MAD`` of the host.
+        Grey threshold (after smoothing); default ``median - k_sigma * sd`` of the host, with
+        the noise ``sd`` read from the host's bright half (:func:`_upper_noise_sd`: the dark
+        half holds the defects).
     k_sigma : float
     smooth_sigma_vox : float
         Gaussian pre-smoothing (voxels); 0 for none.
@@ -142,7 +155,8 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
         sm = sm - bg + np.float32(mu_h)  # grey level relative to the local host, in mu units
     else:
         bg = np.float32(mu_h)
-    mu_h, sd_h = _robust_stats(sm[core])
+    vals = sm[core]
+    mu_h, sd_h = float(np.median(vals)), _upper_noise_sd(vals)
     thr = mu_h - k_sigma * sd_h if threshold is None else float(threshold)
     cand = (sm < thr) & region
     # The host's blurred surface is a dark band just inside it: search inside a margin, and drop
