@@ -28,6 +28,8 @@ BENCHES = {
     "phantoms": (["bench/bench_phantoms.py", "--n", "256", "--repeat", "1"], ["bench/bench_phantoms.py"]),
     "sweep": (["bench/bench_sweep.py", "--scheduler", "none"], ["bench/bench_sweep.py"]),
     "dataset": (["bench/bench_dataset.py", "--count", "4"], ["bench/bench_dataset.py"]),
+    # every built-in with --preview (about 20 minutes): full runs only
+    "previews": (None, ["bench/bench_previews.py"]),
 }
 
 
@@ -55,7 +57,11 @@ def main(argv=None) -> int:
     print(f"# xrm-twin benchmarks ({'quick' if args.quick else 'full'})\n")
     print(f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}, {machine()}\n")
     for name in args.only or BENCHES:
-        cmd = [sys.executable] + BENCHES[name][0 if args.quick else 1]
+        chosen = BENCHES[name][0 if args.quick else 1]
+        if chosen is None:
+            print(f"## {name}: not part of --quick (run `python -m bench --only {name}`)\n")
+            continue
+        cmd = [sys.executable] + chosen
         t0 = time.perf_counter()
         try:
             res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=args.timeout_s)

@@ -61,16 +61,38 @@ def run_one(s: dict, out: Path, seed: int) -> dict:
     spec = load_scenario("pouch-highres", over)
     t0 = time.perf_counter()
     rep = run_scenario(spec, out, arch="cpu", quiet=True)
-    pod = rep["detectability"]["pod"].get("void", {})
-    task = next((t for t in rep["detectability"].get("tasks", []) if t["kind"] == "void"), {})
-    return {**s, "voxel_um": rep["geometry"]["voxel_size_um"],
-            "wall_s": time.perf_counter() - t0, "n": pod.get("n"), "hits": pod.get("n_hits"),
+    return _row(s, rep["geometry"]["voxel_size_um"], time.perf_counter() - t0,
+                rep["detectability"], rep["defects"])
+
+
+def _row(s: dict, voxel_um: float, wall_s: float, det: dict, defects: dict) -> dict:
+    """One result row: the setting, the void POD and the median void's d'."""
+    pod = det["pod"].get("void", {})
+    task = next((t for t in det.get("tasks", []) if t["kind"] == "void"), {})
+    return {**s, "voxel_um": voxel_um, "wall_s": wall_s, "n": pod.get("n"), "hits": pod.get("n_hits"),
             "recall_at_least_3_vox": pod.get("recall_at_least_3_vox"),
             "recall_by_size": pod.get("recall_by_size"), "a50_um": pod.get("a50_um"),
             "a90_um": pod.get("a90_um"), "a90_95_um": pod.get("a90_95_um"), "fit": pod.get("fit"),
             "a_um": pod.get("a_um"), "hit": pod.get("hit"), "dprime_npw": task.get("dprime_npw"),
-            "task_size_um": task.get("size_um"), "false_positives": rep["defects"]["matched"].get("fp"),
-            "edge_blur_sigma_um": (rep["detectability"].get("edge_blur") or {}).get("sigma_um")}
+            "task_size_um": task.get("size_um"), "false_positives": defects["matched"].get("fp"),
+            "edge_blur_sigma_um": (det.get("edge_blur") or {}).get("sigma_um")}
+
+
+def remeasure_one(s: dict, out: Path) -> dict:
+    """Measure an existing run folder again (same scan, current detector and scoring)."""
+    from recon.io import read_volume
+    from twin.measure import measure
+    from twin.truth_io import read_truth
+
+    t0 = time.perf_counter()
+    old = json.loads((out / "report.json").read_text())
+    rec = read_volume(out / "recon.h5")
+    meas = measure(rec["volume"], float(rec["voxel_size_um"]), rec["origin_mm"],
+                   truth=read_truth(out / "truth.h5"), kvp=60.0, thickness_maps=[])
+    row = _row(s, old["geometry"]["voxel_size_um"], time.perf_counter() - t0,
+               meas["detectability"], meas["defects"])
+    row["remeasured"] = True
+    return row
 
 
 def figure(rows: list[dict], path: Path) -> None:
@@ -99,17 +121,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="two settings only")
     ap.add_argument("--only", nargs="+", default=None, help="labels of the settings to run "
                     "(results.json then gains or replaces those rows)")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="measure the existing run folders again instead of scanning")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     res_p = a.out / "results.json"
-    if a.only and res_p.exists():
-        rows = [r for r in json.loads(res_p.read_text()) if r["label"] not in a.only]
+    if (a.only or a.remeasure) and res_p.exists():
+        rows = [r for r in json.loads(res_p.read_text())
+                if a.only and r["label"] not in a.only]
     for s in settings(a.quick):
         if a.only and s["label"] not in a.only:
             continue
-        r = run_one(s, a.out / s["label"].replace(" ", "").replace(",", "_").replace("/", "over"),
-                    a.seed)
+        folder = a.out / s["label"].replace(" ", "").replace(",", "_").replace("/", "over")
+        r = remeasure_one(s, folder) if a.remeasure else run_one(s, folder, a.seed)
         rows.append(r)
         fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
         print(f"{r['label']:16s} voxel {r['voxel_um']:.2f} um: {r['n']} voids, {r['hits']} hits, "

@@ -303,7 +303,10 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None)
                 around = _neighbour_labels(t_grid, lab)
                 host = (np.isin(t_grid, around) | (t_grid == lab)) & region
                 if kind == "void":
-                    detected += dmod.detect_voids(vol, host, vs, origin_mm=origin_mm)
+                    # a whole-electrode search: split touching blobs at their minima, and a
+                    # threshold for a million-voxel search (recon.defects.detect_voids)
+                    detected += dmod.detect_voids(vol, host, vs, origin_mm=origin_mm, split=True,
+                                                  k_sigma=4.5)
                 elif kind == "crack":
                     detected += dmod.detect_cracks(vol, host, vs, origin_mm=origin_mm)
                 elif kind == "delamination" and comp is not None and len(around) >= 2:

@@ -97,14 +97,21 @@ def row_path(out_dir: str | Path, index: int) -> Path:
     return Path(out_dir) / SHARDS / f"sample_{int(index):06d}.json"
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def _hash_file(h, path: str | Path, chunk: int = 1 << 20) -> int:
+    """Feed a file's bytes into the hash ``h``; return how many."""
+    n = 0
     with open(path, "rb") as f:
         while True:
             b = f.read(chunk)
             if not b:
-                break
+                return n
             h.update(b)
+            n += len(b)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    _hash_file(h, path, chunk)
     return h.hexdigest()
 
 
@@ -112,18 +119,11 @@ def tree_sha256(path: str | Path, chunk: int = 1 << 20) -> tuple[str, int]:
     """SHA-256 of a folder (a Zarr shard) and its size in bytes: every file's relative path
     (POSIX, NUL-terminated) and bytes, in sorted path order."""
     root = Path(path)
-    files = sorted(p for p in root.rglob("*") if p.is_file())
     h = hashlib.sha256()
     total = 0
-    for p in files:
+    for p in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(p.relative_to(root).as_posix().encode("utf-8") + b"\0")
-        with open(p, "rb") as f:
-            while True:
-                b = f.read(chunk)
-                if not b:
-                    break
-                h.update(b)
-                total += len(b)
+        total += _hash_file(h, p, chunk)
     return h.hexdigest(), total
 
 
