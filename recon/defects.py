@@ -93,6 +93,15 @@ def _upper_noise_sd(vals: np.ndarray) -> float:
     return float(np.percentile(vals, 84.1345)) - med
 
 
+def _relabel(labels: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
+    """Labels with at least ``min_voxels`` voxels renumbered 1..n (int32); others to 0."""
+    counts = np.bincount(labels.ravel())
+    keep = np.nonzero(counts[1:] >= min_voxels)[0] + 1
+    lut = np.zeros(len(counts), np.int32)
+    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    return lut[labels], int(len(keep))
+
+
 def _split_blobs(sm: np.ndarray, cand: np.ndarray, depth: float, min_voxels: int
                  ) -> tuple[np.ndarray, int]:
     """Split candidate blobs at their separate minima: a marker-based watershed of ``sm``
@@ -106,16 +115,16 @@ def _split_blobs(sm: np.ndarray, cand: np.ndarray, depth: float, min_voxels: int
         return np.zeros(sm.shape, np.int32), 0
     sl = ndi.find_objects(cand.astype(np.uint8))[0]
     sub, c = sm[sl].astype(np.float64), cand[sl]
-    markers = h_minima(np.where(c, sub, sub[c].max()), max(depth, 1e-12)) & c
+    # outside the candidates: higher than anything, so every blob keeps at least its deepest
+    # minimum as a marker however shallow it is (filling with the candidates' own maximum
+    # dropped the blobs less than ``depth`` below the threshold)
+    fill = float(sub.max()) + 2.0 * depth + 1.0
+    markers = h_minima(np.where(c, sub, fill), max(depth, 1e-12)) & c
     mk, nm = ndi.label(markers)
-    ws = watershed(sub, mk, mask=c)
-    counts = np.bincount(ws.ravel(), minlength=nm + 1)
-    keep = np.nonzero(counts[1:] >= min_voxels)[0] + 1
-    lut = np.zeros(nm + 1, np.int32)
-    lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
+    ws, n = _relabel(watershed(sub, mk, mask=c), min_voxels)
     out = np.zeros(sm.shape, np.int32)
-    out[sl] = lut[ws]
-    return out, int(len(keep))
+    out[sl] = ws
+    return out, n
 
 
 def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float, *,
@@ -202,7 +211,10 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
     inner = ndi.binary_erosion(region, iterations=int(edge_margin_vox)) if edge_margin_vox else region
     cand &= inner
     edge = inner & ~ndi.binary_erosion(inner, iterations=1)
-    comp, nc = ndi.label(cand)
+    # blobs (basins, when split: a void merged with the band keeps its own basin) mostly on
+    # the margin's edge are the band
+    comp, nc = (_split_blobs(sm, cand, float(split_depth_sigma) * sd_h, 1) if split
+                else ndi.label(cand))
     if nc:
         idx = np.arange(1, nc + 1)
         on_edge = ndi.sum_labels(edge, comp, idx) / np.maximum(ndi.sum_labels(cand, comp, idx), 1)
@@ -210,7 +222,8 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
         if band.size:
             cand &= ~np.isin(comp, band)
     if split:
-        inst, n = _split_blobs(sm, cand, float(split_depth_sigma) * sd_h, min_voxels)
+        comp[~cand] = 0
+        inst, n = _relabel(comp, min_voxels)
     else:
         inst, n = label_instances(cand, min_voxels=min_voxels, connectivity=1)
     if n == 0:

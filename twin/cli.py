@@ -332,6 +332,8 @@ def measure(
         None, "--thickness-map", help="Component whose thickness map to write (TIFF, PLY, figure); "
         "repeatable. Default: the one of highest surface-to-volume ratio."),
     no_3d: bool = typer.Option(False, "--no-3d", help="Skip the 3-D rendering of the components."),
+    smooth_sigma_vox: float = typer.Option(1.0, help="Gaussian pre-smoothing for the segmentation, "
+                                           "voxels (0.5 after a denoiser)."),
 ) -> None:
     """Segment and measure a volume; with `--truth`, score it (report.json, report.html, figures).
 
@@ -350,7 +352,8 @@ def measure(
         figures = []
         if "volume" in data:
             res = measure_volume(data["volume"], data["voxel_size_um"], data["origin_mm"], truth=t,
-                                 classes=classes, thickness_maps=thickness_map or None)
+                                 classes=classes, thickness_maps=thickness_map or None,
+                                 smooth_sigma_vox=smooth_sigma_vox)
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             figures = write_measure_outputs(out, res, data["volume"], vs, data["origin_mm"],
                                             title=volume.stem, render_3d=not no_3d)

@@ -296,12 +296,16 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None)
         by_type: dict[str, set[int]] = {}
         for r in visible:
             by_type.setdefault(str(r.get("type")), set()).add(int(r.get("label", -1)))
+        # every defect label: a host electrode includes its cracks and voids (cracks cut
+        # through the host otherwise, and the search margin along them hid the voids they
+        # start from)
+        all_defect_labels = sorted({lab for labels in by_type.values() for lab in labels if lab >= 0})
         for kind, labels in by_type.items():
             for lab in labels:
                 if lab < 0 or not np.any(t_grid == lab):
                     continue
                 around = _neighbour_labels(t_grid, lab)
-                host = (np.isin(t_grid, around) | (t_grid == lab)) & region
+                host = (np.isin(t_grid, around) | np.isin(t_grid, all_defect_labels)) & region
                 if kind == "void":
                     # a whole-electrode search: split touching blobs at their minima, and a
                     # threshold for a million-voxel search (recon.defects.detect_voids)

@@ -56,7 +56,8 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
         maps = [c for c, q in spec.paper["metrology"].items()
                 if any(k.startswith("thickness") for k in q)] or None
     meas = measure(volume, rec["voxel_size_um"], rec["origin_mm"], truth=truth,
-                   kvp=float(spec.source["kvp"]), thickness_maps=maps)
+                   kvp=float(spec.source["kvp"]), thickness_maps=maps,
+                   smooth_sigma_vox=float(spec.measure.get("smooth_sigma_vox", 1.0)))
     write_segmentation(out / "segmentation.h5", meas["labels"],
                        {int(k): v for k, v in meas["segmentation"]["components"].items()},
                        rec["voxel_size_um"], rec["origin_mm"])

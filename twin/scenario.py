@@ -108,6 +108,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, str]]] = {
                            "thickness, map figure); default: the [paper] metrology components, "
                            "else the component of highest surface-to-volume ratio"),
         "render_3d": ((bool,), True, "3-D rendering of the segmented components in the report"),
+        "smooth_sigma_vox": (NUM, 1.0, "Gaussian pre-smoothing of the reconstruction for segmentation, "
+                             "voxels (0.5 after a denoiser such as recon.denoise = \"nlm\")"),
     },
     "paper": {
         "reference": ((str,), "", "the publication whose scan this scenario reproduces"),
