@@ -70,8 +70,10 @@ def edge_blur(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray, pair: tup
 
     Voxels within ``depth_vox`` of both phases and more than ``clearance_vox`` from any other
     phase (or the edge of the measured region) are fitted; None when the interface is too
-    small or one side holds less than ``min_side_fraction`` of them (a one-sided edge, e.g. a
-    thin layer of air between the sample and the field of view, biases the fit).
+    small, one side holds less than ``min_side_fraction`` of them (a one-sided edge, e.g. a
+    thin layer of air between the sample and the field of view, biases the fit), or either
+    side is thinner than ``depth_vox`` (a 5-voxel Al foil read 1.7 voxel of blur where the
+    cathode/separator interface of the same scan read 1.2).
     """
     from recon.image_quality import edge_blur_at_interface
 
@@ -90,6 +92,12 @@ def edge_blur(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray, pair: tup
     near = (ma | mb) & (d_a <= depth_vox) & (d_b <= depth_vox) & (d_third > clearance_vox)
     n_a, n_b = np.count_nonzero(near & ma), np.count_nonzero(near & mb)
     if min(n_a, n_b) < min_side_fraction * (n_a + n_b) or n_a + n_b < 200:
+        return None
+    # each side must be a phase at least `depth_vox` deep there (a foil thinner than that
+    # ends in a third phase within the window, and the two-phase model reads it blurred)
+    deep_a = np.count_nonzero(near & ma & (d_b >= depth_vox - 1))
+    deep_b = np.count_nonzero(near & mb & (d_a >= depth_vox - 1))
+    if min(deep_a / n_a, deep_b / n_b) < 0.1:
         return None
     return edge_blur_at_interface(v, ma, near, vs)
 
