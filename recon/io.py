@@ -20,11 +20,16 @@ from twin.errors import XrmInputError
 
 
 def write_recon(path, volume: np.ndarray, voxel_size_um: float, origin_mm, *,
-                attrs: Mapping[str, Any] | None = None) -> None:
-    """Write ``recon.h5`` atomically."""
+                attrs: Mapping[str, Any] | None = None,
+                undenoised: np.ndarray | None = None) -> None:
+    """Write ``recon.h5`` atomically: ``/volume`` and, when a denoiser ran, the volume before it
+    as ``/volume_undenoised`` (faint large defects are searched there: patch denoisers leave
+    structured residue, :mod:`recon.plane_filter`)."""
     vol = np.asarray(volume, dtype=np.float32)
     if vol.ndim != 3:
         raise XrmInputError(f"volume must be 3-D [z, y, x], got shape {vol.shape}")
+    if undenoised is not None and np.shape(undenoised) != vol.shape:
+        raise XrmInputError(f"undenoised volume {np.shape(undenoised)} and volume {vol.shape} differ")
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", rdcc_nbytes=0) as f:
             d = f.create_dataset("volume", data=vol, chunks=(1,) + vol.shape[1:])
@@ -32,6 +37,10 @@ def write_recon(path, volume: np.ndarray, voxel_size_um: float, origin_mm, *,
                 target.attrs["voxel_size_um"] = float(voxel_size_um)
                 target.attrs["origin_mm"] = np.asarray(origin_mm, float)
             d.attrs["units"] = "1/mm"
+            if undenoised is not None:
+                u = f.create_dataset("volume_undenoised", data=np.asarray(undenoised, np.float32),
+                                     chunks=(1,) + vol.shape[1:])
+                u.attrs["units"] = "1/mm"
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v if isinstance(v, (int, float, str, np.ndarray)) else json.dumps(v, default=str)
 
@@ -88,6 +97,8 @@ def read_volume(path) -> dict[str, Any]:
             raise XrmInputError(f"{p}: /{key} has no voxel_size_um attribute: the voxel size is needed")
         origin = ds.attrs.get("origin_mm", f.attrs.get("origin_mm", (0.0, 0.0, 0.0)))
         out = {key: ds[...], "voxel_size_um": vs, "origin_mm": tuple(float(v) for v in origin)}
+        if key == "volume" and "volume_undenoised" in f:
+            out["volume_undenoised"] = f["volume_undenoised"][...]
         if key == "labels" and "materials" in f:
             rows = f["materials"][...]
             out["names"] = {int(r["label"]): (r["name"].decode() if isinstance(r["name"], bytes) else str(r["name"]))

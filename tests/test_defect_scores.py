@@ -110,3 +110,28 @@ def test_noisier_scan_detects_less():
     hi = measure(vol_hi, VS, (0.0, 0.0, 0.0), truth=truth, kvp=80.0)["detectability"]
     assert hi["pod"]["void"]["n_hits"] < lo["pod"]["void"]["n_hits"]
     assert hi["tasks"][0]["dprime_npw"] < 0.7 * lo["tasks"][0]["dprime_npw"]
+
+
+def test_grey_calibration_recovers_energy_and_offset_of_an_interior_scan():
+    """Greys = xraydb mu at 90 keV + 0.70 /mm (an interior scan's offset): the fit returns
+    both, so a phase that was not measured (KOH) reads its table mu plus the offset. Before,
+    the table mu went in alone and a KOH crack in NiMH paste read 12x its contrast."""
+    from twin.defect_scores import grey_calibration, table_contrast_per_mm
+    from twin.materials import get_material
+
+    mats = {"paste": {"material": "nimh_positive", "density_g_cm3": 3.257},
+            "foil": {"material": "Ni", "density_g_cm3": 8.91},
+            "separator": {"material": "nimh_separator", "density_g_cm3": 1.134},
+            "koh": {"material": "KOH_30wt", "density_g_cm3": 1.29}}
+
+    def mu(name, e):
+        m = mats[name]
+        return float(np.ravel(get_material(m["material"], m["density_g_cm3"]).mu_per_mm(e))[0])
+
+    greys = {n: mu(n, 90.0) + 0.70 for n in ("paste", "foil", "separator")}
+    e, off = grey_calibration(greys, mats, 160.0)
+    assert e == pytest.approx(90.0, abs=1.0)
+    assert off == pytest.approx(0.70, abs=0.005)
+    assert table_contrast_per_mm("paste", "koh", mats, e) == pytest.approx(
+        mu("paste", 90.0) - mu("koh", 90.0), rel=0.02)
+    assert grey_calibration({"paste": 1.0}, mats, 160.0) is None

@@ -353,7 +353,8 @@ def measure(
         if "volume" in data:
             res = measure_volume(data["volume"], data["voxel_size_um"], data["origin_mm"], truth=t,
                                  classes=classes, thickness_maps=thickness_map or None,
-                                 smooth_sigma_vox=smooth_sigma_vox)
+                                 smooth_sigma_vox=smooth_sigma_vox,
+                                 undenoised=data.get("volume_undenoised"))
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             figures = write_measure_outputs(out, res, data["volume"], vs, data["origin_mm"],
                                             title=volume.stem, render_3d=not no_3d)

@@ -109,12 +109,16 @@ def _eroded_median(vol: np.ndarray, mask: np.ndarray, min_voxels: int = 500) -> 
     return float(np.median(vol[core]))
 
 
-def effective_energy_kev(phase_mu: Mapping[str, float], materials: Mapping[str, Any],
-                         kvp: float) -> float | None:
+def grey_calibration(phase_mu: Mapping[str, float], materials: Mapping[str, Any],
+                     kvp: float) -> tuple[float, float] | None:
     """Energy (keV) at which the xraydb attenuation of the thick phases best matches their
-    reconstructed medians up to a common offset (interior scans and cupping shift every phase
-    alike; contrasts are what matter): least squares on ``mu - mean(mu)``. None with fewer
-    than two phases."""
+    reconstructed medians up to a common offset, and that offset (1/mm).
+
+    Interior scans and cupping shift every phase alike; contrasts are what matter: least
+    squares on ``mu - mean(mu)``, then ``offset = mean(reconstructed - table)``, so a phase not
+    measured (a crack's electrolyte) reads ``table mu + offset`` on the scan's grey scale. None
+    with fewer than two phases.
+    """
     from twin.materials import get_material
 
     names = [n for n, mu in phase_mu.items() if mu is not None and n in materials]
@@ -125,7 +129,33 @@ def effective_energy_kev(phase_mu: Mapping[str, float], materials: Mapping[str, 
     xr = np.stack([get_material(materials[n]["material"], materials[n]["density_g_cm3"])
                    .mu_per_mm(energies) for n in names])          # (phases, energies)
     cost = (((xr - xr.mean(0)) - (rec - rec.mean())[:, None]) ** 2).sum(0)
-    return float(energies[int(np.argmin(cost))])
+    i = int(np.argmin(cost))
+    return float(energies[i]), float(rec.mean() - xr[:, i].mean())
+
+
+def effective_energy_kev(phase_mu: Mapping[str, float], materials: Mapping[str, Any],
+                         kvp: float) -> float | None:
+    """The energy of :func:`grey_calibration` (None with fewer than two phases)."""
+    cal = grey_calibration(phase_mu, materials, kvp)
+    return None if cal is None else cal[0]
+
+
+def phase_medians(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray,
+                  truth: Mapping[str, Any]) -> dict[str, float | None]:
+    """Eroded-core median grey of every truth phase that is not a defect (1/mm)."""
+    defect_labels = {int(r["label"]) for r in truth.get("defects", []) if "label" in r}
+    return {m["name"]: _eroded_median(vol, (t_grid == int(m["label"])) & region)
+            for m in truth.get("materials", []) if int(m["label"]) not in defect_labels}
+
+
+def table_contrast_per_mm(host_name: str, fill_name: str, materials: Mapping[str, Any],
+                          energy_kev: float) -> float:
+    """``mu_host - mu_fill`` (1/mm) from the material tables at ``energy_kev``."""
+    from twin.materials import get_material
+
+    mu = [float(np.ravel(get_material(materials[n]["material"], materials[n]["density_g_cm3"])
+                         .mu_per_mm(energy_kev))[0]) for n in (host_name, fill_name)]
+    return mu[0] - mu[1]
 
 
 def recall_by_size(a_vox: np.ndarray, hit: np.ndarray) -> list[dict[str, Any]]:
@@ -224,14 +254,11 @@ def score_defects(vol: np.ndarray, vs: float, t_grid: np.ndarray, region: np.nda
     if not types:
         return out
     defect_labels = {int(r["label"]) for r in rows if "label" in r}
-    phase_mu = {}
-    for name, lab in label_of.items():
-        if lab in defect_labels:
-            continue
-        phase_mu[name] = _eroded_median(vol, (t_grid == lab) & region)
-    e_eff = effective_energy_kev({n: mu for n, mu in phase_mu.items() if mu},
-                                 materials, kvp or 160.0)
+    phase_mu = phase_medians(vol, t_grid, region, truth)
+    cal = grey_calibration({n: mu for n, mu in phase_mu.items() if mu}, materials, kvp or 160.0)
+    e_eff, offset = cal if cal is not None else (None, 0.0)
     out["effective_energy_kev"] = e_eff
+    out["grey_offset_per_mm"] = offset
     defect_zone = ndi.binary_dilation(np.isin(t_grid, list(defect_labels)), iterations=3)
     for kind in types:
         krows = [r for r in rows if str(r.get("type")) == kind]
@@ -258,8 +285,10 @@ def score_defects(vol: np.ndarray, vs: float, t_grid: np.ndarray, region: np.nda
         if mu_fill is None and fill and e_eff is not None:
             from twin.materials import get_material
 
+            # on the scan's grey scale: an interior scan's greys sit `offset` above the tables
+            # (without it a KOH crack in the NiMH paste read 12x its contrast)
             mu_fill = float(np.ravel(get_material(fill["material"], fill["density_g_cm3"])
-                                     .mu_per_mm(e_eff))[0])
+                                     .mu_per_mm(e_eff))[0]) + offset
         if mu_host is None or mu_fill is None:
             continue
         sizes = np.array([float(r["size_um"]) for r in krows if r.get("size_um")])

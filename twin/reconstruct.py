@@ -105,12 +105,15 @@ def reconstruct_nxtomo(path: str | Path, out_dir: str | Path, *, options: Mappin
     origin = tuple(float(o) + float(c) for o, c in zip(result.origin_mm, data["sample_center_mm"]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    denoised = volume is not result.volume
     write_recon(out / "recon.h5", volume, result.voxel_size_um, origin,
                 attrs={"algorithm": opts["algorithm"], "center_offset_px": result.center_offset_px,
-                       "source_file": str(path)})
+                       "source_file": str(path)},
+                undenoised=result.volume if denoised else None)
     if opts["tiff"]:
         write_tiff_stack(out / "recon.tif", volume, result.voxel_size_um)
     return {"voxel_size_um": result.voxel_size_um, "origin_mm": list(origin),
             "shape_zyx": list(volume.shape), "algorithm": opts["algorithm"],
             "center_offset_px": result.center_offset_px, "options": {k: v for k, v in opts.items()},
-            "timing_s": {"reconstruct": time.perf_counter() - t0}, "volume": volume}
+            "timing_s": {"reconstruct": time.perf_counter() - t0}, "volume": volume,
+            "volume_undenoised": result.volume if denoised else None}

@@ -50,13 +50,14 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     sim = simulate_to(spec, out, arch=arch, quiet=quiet)
     rec = reconstruct_nxtomo(out / "projections.h5", out, arch=sim["arch"], quiet=quiet)
     volume = rec.pop("volume")
+    undenoised = rec.pop("volume_undenoised", None)
     truth = read_truth(out / "truth.h5") if (out / "truth.h5").exists() else None
     maps = spec.measure.get("thickness_maps")
     if maps is None and spec.paper.get("metrology"):
         maps = [c for c, q in spec.paper["metrology"].items()
                 if any(k.startswith("thickness") for k in q)] or None
     meas = measure(volume, rec["voxel_size_um"], rec["origin_mm"], truth=truth,
-                   kvp=float(spec.source["kvp"]), thickness_maps=maps,
+                   kvp=float(spec.source["kvp"]), thickness_maps=maps, undenoised=undenoised,
                    smooth_sigma_vox=float(spec.measure.get("smooth_sigma_vox", 1.0)))
     write_segmentation(out / "segmentation.h5", meas["labels"],
                        {int(k): v for k, v in meas["segmentation"]["components"].items()},
