@@ -44,7 +44,12 @@ def settings(quick: bool) -> list[dict]:
             {"label": "11.2 um, paper dose", "binning": 6, "pixels": 85, "views": 266,
              "exposure_s": 15.0, "frames": 12},
             {"label": "3.74 um, dose x 4", "binning": 2, "pixels": 256, "views": 800,
-             "exposure_s": 15.0, "frames": 16}]
+             "exposure_s": 15.0, "frames": 16},
+            # the phantom at half the scan voxel and 2 x 2 rays per pixel ("auto"): are the
+            # clean cathode's mottle and the 3-voxel recall from sampling the phantom at the
+            # scan voxel with one ray per pixel?
+            {"label": "3.74 um, paper dose, phantom 1.87 um", "binning": 2, "pixels": 256,
+             "views": 800, "exposure_s": 15.0, "frames": 4, "phantom_voxel_um": 1.87}]
     return base[:1] + base[3:4] if quick else base
 
 
@@ -55,7 +60,7 @@ def run_one(s: dict, out: Path, seed: int) -> dict:
     over = [f"detector.pixels=[{s['pixels']}, {s['pixels']}]", f"geometry.binning={s['binning']}",
             f"detector.exposure_s={s['exposure_s']}", f"detector.frames={s['frames']}",
             f"geometry.projections={s['views']}",
-            "phantom.voxel_um=3.74",
+            f"phantom.voxel_um={s.get('phantom_voxel_um', 3.74)}",
             "phantom.voi={center_mm=[0.0, 0.0, -0.125], size_mm=[1.0, 1.0, 0.16]}",
             "measure.render_3d=false", "measure.thickness_maps=[]", f"seed={seed}"]
     spec = load_scenario("pouch-highres", over)

@@ -55,37 +55,40 @@ def test_response_of_a_slab_matches_the_analytic_second_derivative(axis):
 
 
 def _paste(shape, rng, *, crack=None, noise=0.13, blur=1.4, n_struts=60):
-    """Paste (0.80 /mm) with bright struts (+0.25 /mm rods), optionally a crack of
-    ``crack = (normal_zyx, opening_vox, half_extent_vox, contrast)`` through the centre."""
+    """Paste (0.80 /mm) with bright struts (+0.25 /mm rods of radius 2 voxels), optionally a
+    crack of ``crack = (normal_zyx, opening_vox, half_extent_vox, contrast)`` through the
+    centre. The struts bridge the crack, as in the NiMH phantom and in a real foam electrode
+    (the paste cracks, the foam does not). Returns the volume and the crack's volume in voxels
+    (an independent 4^3-sub-voxel integral of the crack's partial volumes)."""
     z, y, x = np.indices(shape, dtype=np.float32)
-    v = np.full(shape, 0.80, np.float32)
-    for _ in range(n_struts):  # random rods of radius 2 voxels
+    strut = np.zeros(shape, bool)
+    for _ in range(n_struts):
         p = rng.uniform(0, shape, size=3)
         d = rng.normal(size=3)
         d /= np.linalg.norm(d)
         r = np.stack([z - p[0], y - p[1], x - p[2]])
         along = np.tensordot(d, r, axes=1)
         dist2 = (r ** 2).sum(0) - along ** 2
-        v[(dist2 < 4.0) & (np.abs(along) < 15)] += 0.25
-    truth_vol_vox = 0.0
+        strut |= (dist2 < 4.0) & (np.abs(along) < 15)
+    frac = np.zeros(shape, np.float32)
     if crack is not None:
         n, w, h, c = crack
         n = np.asarray(n, float) / np.linalg.norm(n)
-        # supersampled slab indicator (4^3 sub-voxels): partial volumes, an independent integral
-        sub = np.zeros(shape, np.float32)
+        centre = (np.array(shape)[:, None, None, None] - 1) / 2
         for oz in (-0.375, -0.125, 0.125, 0.375):
             for oy in (-0.375, -0.125, 0.125, 0.375):
                 for ox in (-0.375, -0.125, 0.125, 0.375):
-                    r = np.stack([z + oz, y + oy, x + ox]) - (np.array(shape)[:, None, None, None] - 1) / 2
+                    r = np.stack([z + oz, y + oy, x + ox]) - centre
                     dn = np.tensordot(n, r, axes=1)
                     inplane = np.sqrt(np.maximum((r ** 2).sum(0) - dn ** 2, 0))
-                    sub += ((np.abs(dn) <= w / 2) & (inplane <= h)).astype(np.float32)
-        frac = sub / 64.0
-        v = v * (1 - frac) + (0.80 - c) * frac     # the crack replaces paste and struts alike
-        truth_vol_vox = float(frac.sum())
+                    frac += ((np.abs(dn) <= w / 2) & (inplane <= h)).astype(np.float32)
+        frac /= 64.0
+        frac[strut] = 0.0                               # struts bridge the crack
+    v = np.full(shape, 0.80, np.float32) - (crack[3] if crack is not None else 0.0) * frac
+    v[strut] += 0.25
     v = ndi.gaussian_filter(v, blur)
     v += rng.normal(0.0, noise, size=shape).astype(np.float32)
-    return v, truth_vol_vox
+    return v, float(frac.sum())
 
 
 @pytest.fixture(scope="module")
@@ -111,8 +114,8 @@ def test_faint_crack_in_strutted_paste_is_found_with_its_volume(crack_scene):
     centre_zyx = np.asarray(r["center_mm"])[::-1] * 1000.0 / vs
     assert np.linalg.norm(centre_zyx - (np.array(v.shape) - 1) / 2) < 3.0
     truth_mm3 = truth_vox * (vs / 1000.0) ** 3
-    # the contrast-deficit volume over seeds 10-15 of this scene: 0.97 +- 0.10 of the truth
-    # (the aperture's noise); 20 % is two of its SDs
+    # the contrast-deficit volume over seeds 7 and 10-14 of this scene: 0.93 +- 0.08 of the
+    # truth (the aperture's noise); 20 % is two and a half of its SDs
     assert r["volume_mm3"] == pytest.approx(truth_mm3, rel=0.2)
     assert r["response_peak_sd"] > 10.0
 
