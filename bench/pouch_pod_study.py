@@ -49,7 +49,9 @@ def settings(quick: bool) -> list[dict]:
             # clean cathode's mottle and the 3-voxel recall from sampling the phantom at the
             # scan voxel with one ray per pixel?
             {"label": "3.74 um, paper dose, phantom 1.87 um", "binning": 2, "pixels": 256,
-             "views": 800, "exposure_s": 15.0, "frames": 4, "phantom_voxel_um": 1.87}]
+             "views": 800, "exposure_s": 15.0, "frames": 4, "phantom_voxel_um": 1.87},
+            {"label": "3.74 um, paper dose, phantom 1.25 um", "binning": 2, "pixels": 256,
+             "views": 800, "exposure_s": 15.0, "frames": 4, "phantom_voxel_um": 1.25}]
     return base[:1] + base[3:4] if quick else base
 
 
