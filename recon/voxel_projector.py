@@ -127,7 +127,9 @@ def volume_grid_checks(vol_shape: tuple[int, int, int], voxel_size_um: float,
 
 PAD = 2
 STRIP = 8
+LINE_STRIP = 32  # x strip of the parallel-beam line kernel (two loads per update: wider pays)
 VIEW_CHUNK_CPU = 32
+LINE_BUDGET_BYTES = 32 << 20  # interpolated detector lines held per launch of the line kernel
 
 
 @ti.kernel
@@ -294,24 +296,24 @@ def _backproject_lines_kernel(lines: ti.types.ndarray(dtype=ti.f32, ndim=3),
     # Parallel beam with detector rows independent of x and y (no axis tilt): each z slice
     # sees one interpolated detector line per view, lines[k, v, :] (padded columns), and the
     # bilinear tap reduces to a linear one along the columns: two loads per update.
-    cmax = ti.cast(lines.shape[2] - 1 - PAD, ti.f32)
+    cmax = ti.cast(lines.shape[2] - PAD, ti.f32)  # first zero column past the detector
     nz, ny, nx = vol.shape[0], vol.shape[1], vol.shape[2]
-    for k, j, ib in ti.ndrange(nz, ny, (nx + STRIP - 1) // STRIP):
+    for k, j, ib in ti.ndrange(nz, ny, (nx + LINE_STRIP - 1) // LINE_STRIP):
         y = oy + j * step
-        acc = ti.Vector.zero(ti.f32, STRIP)
+        acc = ti.Vector.zero(ti.f32, LINE_STRIP)
         for v in range(n_views):
             bc = mats[v, 0] * ox + mats[v, 1] * y + col0[k, v] + PAD
             sc = mats[v, 0] * step
             wv = weights[v]
-            for q in ti.static(range(STRIP)):
-                i = ib * STRIP + q
+            for q in ti.static(range(LINE_STRIP)):
+                i = ib * LINE_STRIP + q
                 c = ti.min(ti.max(bc + sc * i, 0.0), cmax)
                 ic = ti.cast(c, ti.i32)
                 fc = c - ic
                 a = lines[k, v, ic]
                 acc[q] += wv * (a + fc * (lines[k, v, ic + 1] - a))
-        for q in ti.static(range(STRIP)):
-            i = ib * STRIP + q
+        for q in ti.static(range(LINE_STRIP)):
+            i = ib * LINE_STRIP + q
             if i < nx:
                 vol[k, j, i] += acc[q]
 
@@ -347,6 +349,16 @@ def _ensure_taichi() -> None:
 def _view_chunks(n_views: int) -> list[tuple[int, int]]:
     step = n_views if current_arch() == "cuda" else VIEW_CHUNK_CPU
     return [(v0, min(v0 + step, n_views)) for v0 in range(0, n_views, step)]
+
+
+def _line_chunks(n_views: int, n_line: int, budget_bytes: int = LINE_BUDGET_BYTES) -> tuple[int, int]:
+    """Views and z slices per launch of the line kernel, so that the interpolated lines of one
+    launch, ``slices x views x n_line`` float32, stay within ``budget_bytes`` (at most 16
+    slices; all views in one launch whenever one slice of them fits)."""
+    per_view = 4 * n_line
+    views = int(max(1, min(n_views, budget_bytes // per_view)))
+    slices = int(max(1, min(16, budget_bytes // (per_view * views))))
+    return views, slices
 
 
 def _is_cone(matrices: np.ndarray) -> bool:
@@ -401,11 +413,13 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
             _backproject_kernel(padded, mats, wts, out, ox, oy, oz, step, float(row0), v0, v1, cone)
     elif _rows_independent_of_xy(mats):
         z_mm = oz + step * np.arange(vol_shape[0])
-        for v0, v1 in _view_chunks(proj.shape[0]):
+        views_per_launch, slices_per_launch = _line_chunks(proj.shape[0], proj.shape[2] + 2 * PAD)
+        for v0 in range(0, proj.shape[0], views_per_launch):
+            v1 = min(v0 + views_per_launch, proj.shape[0])
             m = mats[v0:v1]
             padded = _padded(proj[v0:v1])
-            for k0 in range(0, vol_shape[0], 16):
-                k1 = min(k0 + 16, vol_shape[0])
+            for k0 in range(0, vol_shape[0], slices_per_launch):
+                k1 = min(k0 + slices_per_launch, vol_shape[0])
                 lines = _slice_lines(padded, m, z_mm[k0:k1], row0)
                 col0 = (z_mm[k0:k1, None] * m[None, :, 2] + m[None, :, 3]).astype(np.float32)
                 _backproject_lines_kernel(lines, col0, m, wts[v0:v1], out[k0:k1], ox, oy, step, v1 - v0)

@@ -193,13 +193,12 @@ class ScanGeometry:
 
         src_ax = to_axis(src_lab, self.beam == "cone")
         det_ax, u_ax, v_ax = to_axis(det_lab, True), to_axis(u_lab, False), to_axis(v_lab, False)
+        # sample rotated by +th: sample-frame coordinates = R(-th) @ axis-frame coordinates,
+        # R(-th) = [[c, s, 0], [-s, c, 0], [0, 0, 1]], applied to all views at once
+        c, s = np.cos(ang)[:, None], np.sin(ang)[:, None]
         out = np.empty((ang.size, 12))
-        for i, th in enumerate(ang):
-            # sample rotated by +th: sample-frame coordinates = R(-th) @ axis-frame coordinates
-            c, s = np.cos(th), np.sin(th)
-            rot = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
-            out[i, 0:3] = rot @ src_ax
-            out[i, 3:6] = rot @ det_ax
-            out[i, 6:9] = rot @ u_ax
-            out[i, 9:12] = rot @ v_ax
+        for j, p in enumerate((src_ax, det_ax, u_ax, v_ax)):
+            out[:, 3 * j:3 * j + 1] = c * p[0] + s * p[1]
+            out[:, 3 * j + 1:3 * j + 2] = -s * p[0] + c * p[1]
+            out[:, 3 * j + 2:3 * j + 3] = p[2]
         return out
