@@ -37,7 +37,7 @@ from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
 
 __all__ = ["detect_voids", "find_cavities", "sheetness", "detect_cracks", "detect_delamination",
-           "detect_contact", "match_defects", "component_rows"]
+           "detect_contact", "match_defects", "component_rows", "flat_voxels", "attach_voxels"]
 
 
 def _origin(origin_mm: Sequence[float]) -> np.ndarray:
@@ -49,6 +49,25 @@ def _origin(origin_mm: Sequence[float]) -> np.ndarray:
 
 def _center_xyz_mm(zyx: np.ndarray, vs_um: float, origin_mm: np.ndarray) -> list[float]:
     return (origin_mm + np.asarray(zyx, float)[::-1] * vs_um / 1000.0).tolist()
+
+
+def flat_voxels(mask: np.ndarray, sl: tuple[slice, ...] | None, shape: Sequence[int]) -> np.ndarray:
+    """Flat (C-order) indices into a grid of ``shape`` of the true voxels of ``mask``, a
+    sub-array at ``sl`` (``None``: the whole grid). Detectors attach them to their rows as
+    ``_voxels`` so the caller can map each detection (``twin.measure``: the defect map of
+    ``segmentation.h5``); keys starting with ``_`` never reach report.json."""
+    idx = np.nonzero(mask)
+    if sl is not None:
+        idx = tuple(i + s.start for i, s in zip(idx, sl))
+    return np.ravel_multi_index(idx, tuple(int(n) for n in shape)).astype(np.int64)
+
+
+def attach_voxels(rows: list[dict[str, Any]], instances: np.ndarray, n: int) -> list[dict[str, Any]]:
+    """Add ``_voxels`` to rows made from instances ``1..n`` (row ``i`` is instance ``i + 1``)."""
+    for k, sl in enumerate(ndi.find_objects(instances, max_label=n), start=1):
+        if sl is not None and k <= len(rows):
+            rows[k - 1]["_voxels"] = flat_voxels(instances[sl] == k, sl, instances.shape)
+    return rows
 
 
 def component_rows(instances: np.ndarray, n: int, kind: str, voxel_size_um: float,
@@ -132,7 +151,7 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
                  k_sigma: float = 3.5, smooth_sigma_vox: float = 0.6, min_voxels: int = 3,
                  void_mu: float = 0.0, background_sigma_vox: float | None = 8.0,
                  edge_margin_vox: int = 1, split: bool = False,
-                 split_depth_sigma: float = 1.0) -> list[dict[str, Any]]:
+                 split_depth_sigma: float = 1.0, return_voxels: bool = False) -> list[dict[str, Any]]:
     """Find voids (dark blobs) inside a host phase of a reconstructed volume.
 
     Parameters
@@ -175,6 +194,9 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
         dose from 0.83 to 0.91 and cut false calls from 297 to 192.
     split_depth_sigma : float
         A minimum must be this many noise SDs deep to start its own detection.
+    return_voxels : bool
+        Add ``_voxels`` (flat indices of each detection's voxels, :func:`flat_voxels`) to the
+        rows: not JSON, for the caller's defect map.
 
     Returns
     -------
@@ -244,7 +266,7 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
         r["threshold"] = thr
         r["host_mu"] = mu_h
         r["host_sigma"] = sd_h
-    return rows
+    return attach_voxels(rows, np.where(region, grown, 0), n) if return_voxels else rows
 
 
 def find_cavities(host_mask: np.ndarray, void_mask: np.ndarray, voxel_size_um: float, *,
@@ -319,7 +341,7 @@ def _plane_fit(coords_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float, *,
                   origin_mm: Sequence[float] = (0.0, 0.0, 0.0), sigma_vox: float = 1.0,
                   threshold: float | None = None, k_sigma: float = 5.0, min_voxels: int = 20,
-                  min_planarity: float = 3.0) -> list[dict[str, Any]]:
+                  min_planarity: float = 3.0, return_voxels: bool = False) -> list[dict[str, Any]]:
     """Find cracks (thin dark planar features) inside a host by Hessian sheetness.
 
     Parameters
@@ -334,6 +356,9 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
     min_voxels : int
     min_planarity : float
         Keep components whose second PCA extent exceeds the normal extent by this factor.
+    return_voxels : bool
+        Add ``_voxels`` (flat indices of each detection's voxels, :func:`flat_voxels`) to the
+        rows: not JSON, for the caller's defect map.
 
     Returns
     -------
@@ -375,6 +400,8 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
                      "size_um": float(ext[0] * vs), "area_mm2": area_px * (vs / 1000.0) ** 2,
                      "orientation": nrm[::-1].tolist(), "n_voxels": int(len(coords)),
                      "volume_mm3": len(coords) * (vs / 1000.0) ** 3, "threshold": thr})
+        if return_voxels:
+            rows[-1]["_voxels"] = flat_voxels(inst[sl] == k, sl, inst.shape)
     return rows
 
 
@@ -425,7 +452,7 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
                         foil_label: int | Iterable[int], voxel_size_um: float, *,
                         origin_mm: Sequence[float] = (0.0, 0.0, 0.0), axis: str | int | None = "z",
                         max_gap_um: float = 50.0, min_voxels: int = 4, min_gap_vox: float = 1.0,
-                        merge_vox: int = 1) -> list[dict[str, Any]]:
+                        merge_vox: int = 1, return_voxels: bool = False) -> list[dict[str, Any]]:
     """Gaps between an active layer and its current-collector foil.
 
     Parameters
@@ -448,6 +475,9 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
     merge_vox : int
         Gap pieces closer than this many voxels are one delamination (thin gaps on a staircase
         break into pieces); 0 keeps 26-connected pieces apart.
+    return_voxels : bool
+        Add ``_voxels`` (flat indices of each detection's voxels, :func:`flat_voxels`) to the
+        rows: not JSON, for the caller's defect map.
 
     Returns
     -------
@@ -489,6 +519,8 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
                          "max_gap_um": float(w.max()) * vs,
                          "size_um": 2.0 * math.sqrt(area / math.pi) * 1000.0,
                          "volume_mm3": nv * (vs / 1000.0) ** 3, "n_voxels": nv})
+            if return_voxels:
+                rows[-1]["_voxels"] = flat_voxels(m, sl, lab.shape)
         return rows
     g = gmax + 1.0
     near = ndi.binary_dilation(A, iterations=int(math.ceil(g))) & \
@@ -522,6 +554,8 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
                      "max_gap_um": float(gaps.max()) * vs,
                      "size_um": 2.0 * math.sqrt(area_mm2 / math.pi) * 1000.0,
                      "volume_mm3": nv * (vs / 1000.0) ** 3, "n_voxels": nv})
+        if return_voxels:
+            rows[-1]["_voxels"] = flat_voxels(m, sl, lab.shape)
     return rows
 
 

@@ -46,10 +46,14 @@ def write_recon(path, volume: np.ndarray, voxel_size_um: float, origin_mm, *,
 
 
 def write_segmentation(path, labels: np.ndarray, names: Mapping[int, str], voxel_size_um: float,
-                       origin_mm, *, attrs: Mapping[str, Any] | None = None) -> None:
+                       origin_mm, *, attrs: Mapping[str, Any] | None = None,
+                       defects: np.ndarray | None = None) -> None:
     """Write a segmentation (``segmentation.h5``) atomically: ``/labels`` (uint8 or uint16,
     gzip) and ``/materials`` (label, name), attributes ``voxel_size_um`` and ``origin_mm``; the
-    layout :func:`read_volume` (and ``xrm-twin measure``) reads as a label file."""
+    layout :func:`read_volume` (and ``xrm-twin measure``) reads as a label file.
+
+    ``defects`` (same shape, integer): the detected defects, value ``i + 1`` on the voxels of
+    row ``i`` of report.json ``defects.detected`` (``/defects``, gzip)."""
     lab = np.asarray(labels)
     if lab.ndim != 3:
         raise XrmInputError(f"labels must be 3-D [z, y, x], got shape {lab.shape}")
@@ -66,6 +70,13 @@ def write_segmentation(path, labels: np.ndarray, names: Mapping[int, str], voxel
                 target.attrs["voxel_size_um"] = float(voxel_size_um)
                 target.attrs["origin_mm"] = np.asarray(origin_mm, float)
             f.create_dataset("materials", data=rows)
+            if defects is not None:
+                dm = np.asarray(defects)
+                if dm.shape != lab.shape:
+                    raise XrmInputError(f"defect map {dm.shape} and labels {lab.shape} differ in shape")
+                dd = f.create_dataset("defects", data=dm, compression="gzip", compression_opts=1,
+                                      shuffle=True)
+                dd.attrs["meaning"] = "i + 1 on the voxels of report.json defects.detected[i], 0 elsewhere"
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v if isinstance(v, (int, float, str, np.ndarray)) else json.dumps(v, default=str)
 
@@ -99,6 +110,8 @@ def read_volume(path) -> dict[str, Any]:
         out = {key: ds[...], "voxel_size_um": vs, "origin_mm": tuple(float(v) for v in origin)}
         if key == "volume" and "volume_undenoised" in f:
             out["volume_undenoised"] = f["volume_undenoised"][...]
+        if key == "labels" and "defects" in f:
+            out["defects"] = f["defects"][...]
         if key == "labels" and "materials" in f:
             rows = f["materials"][...]
             out["names"] = {int(r["label"]): (r["name"].decode() if isinstance(r["name"], bytes) else str(r["name"]))

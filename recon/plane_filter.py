@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon.defects import flat_voxels
 from recon.segmentation import check_volume, label_instances
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
@@ -132,8 +133,8 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
                          sigma_plane_vox: float = 8.0, k_high: float = 10.0, k_low: float = 3.0,
                          bright_k_sigma: float = 3.0, background_sigma_vox: float = 8.0,
                          min_planarity: float = 3.0, contrast_mu: float | None = None,
-                         deficit_margin_vox: int = 6, grow_margin_vox: int | None = None
-                         ) -> list[dict[str, Any]]:
+                         deficit_margin_vox: int = 6, grow_margin_vox: int | None = None,
+                         return_voxels: bool = False) -> list[dict[str, Any]]:
     """Find large planar cracks too faint for the voxel-scale Hessian (see module doc).
 
     Parameters
@@ -173,6 +174,9 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         Closest approach of a grown detection to the host surface (default ``sigma_plane_vox``).
     deficit_margin_vox : int
         The volume is the contrast deficit over the detection grown by this many voxels.
+    return_voxels : bool
+        Add ``_voxels`` (flat indices of each detection's voxels, :func:`recon.defects.flat_voxels`) to the
+        rows: not JSON, for the caller's defect map.
 
     Returns
     -------
@@ -292,4 +296,6 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
                      "opening_um": vol_mm3 / area_mm2 * 1000.0 if vol_mm3 is not None else None,
                      "host_mu": host_mu, "contrast_mu": contrast,
                      "response_peak_sd": (peak - rm) / max(rsd, 1e-30)})
+        if return_voxels:
+            rows[-1]["_voxels"] = flat_voxels(m, sl, v.shape)
     return rows

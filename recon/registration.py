@@ -25,7 +25,7 @@ from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
 
 __all__ = ["rotation_matrix_zyx", "affine_params", "apply_rigid", "register_rigid",
-           "change_map"]
+           "change_map", "deficit_volume"]
 
 
 def rotation_matrix_zyx(rotation_deg_xyz: Sequence[float]) -> np.ndarray:
@@ -71,7 +71,8 @@ def _ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 def register_rigid(fixed: np.ndarray, moving: np.ndarray, voxel_size_um: float, *,
                    levels: Sequence[int] = (4, 2, 1), max_rotation_deg: float = 15.0,
-                   phase_correlation: bool = True) -> dict[str, Any]:
+                   phase_correlation: bool = True, refine_translation: bool = False,
+                   refine_crop_vox: int = 192) -> dict[str, Any]:
     """Rigid (6-parameter) registration of ``moving`` onto ``fixed``.
 
     Parameters
@@ -85,6 +86,11 @@ def register_rigid(fixed: np.ndarray, moving: np.ndarray, voxel_size_um: float, 
         Bound on each rotation angle.
     phase_correlation : bool
         Initialise the translation by phase correlation at the coarsest level.
+    refine_translation : bool
+        After the last level, correct the translation at full resolution by sub-voxel phase
+        correlation (upsampling 20) of the fixed volume against the registered moving one, on a
+        central crop of at most ``refine_crop_vox`` per side: the full-resolution NCC level
+        costs minutes on 320^3, and a half-resolution level leaves up to a voxel of error.
 
     Returns
     -------
@@ -124,6 +130,22 @@ def register_rigid(fixed: np.ndarray, moving: np.ndarray, voxel_size_um: float, 
         params = res.x
         ncc = -float(res.fun)
     R, off = affine_params(f.shape, params[:3], params[3:])
+    if refine_translation:
+        from skimage.registration import phase_cross_correlation
+
+        w = ndi.affine_transform(m.astype(np.float32), R, offset=off, order=1, mode="nearest")
+        crop = tuple(slice(max((n - refine_crop_vox) // 2, 0), max((n - refine_crop_vox) // 2, 0)
+                           + min(n, refine_crop_vox)) for n in f.shape)
+        shift, _, _ = phase_cross_correlation(f[crop].astype(np.float32), w[crop], upsample_factor=20)
+        # F(p) = W(p - s) = M(R (p - s - c) + c + t): t becomes t - R s
+        t_zyx = np.asarray(params[3:], float)[::-1] - R @ np.asarray(shift, float)
+        params = np.concatenate([params[:3], t_zyx[::-1]])
+        R, off = affine_params(f.shape, params[:3], params[3:])
+        w = ndi.affine_transform(m.astype(np.float32), R, offset=off, order=1, mode="nearest")
+        inner = np.zeros(f.shape, bool)
+        b = [max(2, int(0.12 * n)) for n in f.shape]
+        inner[b[0]:-b[0], b[1]:-b[1], b[2]:-b[2]] = True
+        ncc = _ncc(f, w, inner)
     return {"rotation_deg": params[:3].tolist(), "translation_vox": params[3:].tolist(),
             "translation_mm": (params[3:] * vs / 1000.0).tolist(), "matrix_zyx": R.tolist(),
             "offset_zyx": off.tolist(), "ncc": ncc, "levels": list(levels)}
@@ -182,3 +204,64 @@ def change_map(before: np.ndarray, after_registered: np.ndarray, voxel_size_um: 
                         "appeared_mask": app, "disappeared_mask": dis}
     out["labels"] = res
     return out
+
+
+def deficit_volume(difference: np.ndarray, mask: np.ndarray, voxel_size_um: float,
+                   contrast_per_mm: float, *, valid: np.ndarray | None = None,
+                   exclude: np.ndarray | None = None, grow_vox: int = 6,
+                   ring_vox: int = 3) -> dict[str, Any]:
+    """Volume of new low-attenuation material (a crack, a gap) from a registered difference.
+
+    ``difference = after_registered - before`` holds ``-contrast`` over material that appeared
+    (a crack filled with electrolyte where the paste was), blurred by the scan, and zero mean
+    elsewhere: everything that did not change cancels (foam struts, foils, the interior scan's
+    structure), so the change needs no model of its host. The volume is the deficit summed over
+    the detection grown by ``grow_vox`` voxels (the blur's tails), against the median of an
+    annulus ``ring_vox`` voxels beyond it (a level offset between the two scans), over the
+    contrast:
+
+        V = -sum_aperture (D - median_annulus D) * voxel^3 / contrast
+
+    Parameters
+    ----------
+    difference : ndarray of float, shape (nz, ny, nx)
+        After (registered) minus before, 1/mm.
+    mask : ndarray of bool, same shape
+        Where the change was detected (the detections of either scan, in the before frame).
+    voxel_size_um : float
+    contrast_per_mm : float
+        ``mu_host - mu_fill`` (> 0), 1/mm.
+    valid : ndarray of bool, optional
+        Voxels seen by both scans (default all).
+    exclude : ndarray of bool, optional
+        Voxels of other changes, kept out of the aperture and the annulus.
+    grow_vox, ring_vox : int
+
+    Returns
+    -------
+    dict
+        ``volume_mm3``, ``aperture_voxels``, ``annulus_level_per_mm``, ``noise_mm3`` (the
+        volume's standard error from the annulus's spread, white-noise approximation).
+    """
+    d = check_volume(difference, what="difference")
+    m = np.asarray(mask, bool)
+    if m.shape != d.shape:
+        raise XrmInputError(f"mask {m.shape} and difference {d.shape} differ in shape")
+    if not contrast_per_mm or contrast_per_mm <= 0:
+        raise XrmInputError(f"contrast_per_mm must be positive, got {contrast_per_mm!r}")
+    ok = np.ones(d.shape, bool) if valid is None else np.asarray(valid, bool)
+    if exclude is not None:
+        ok = ok & ~np.asarray(exclude, bool)
+    ap = (ndi.binary_dilation(m, iterations=int(grow_vox)) if grow_vox else m) & ok
+    ring = ndi.binary_dilation(ap, iterations=int(ring_vox)) & ~ap & ok
+    if not ap.any() or not ring.any():
+        return {"volume_mm3": None, "aperture_voxels": int(ap.sum()), "annulus_level_per_mm": None,
+                "noise_mm3": None}
+    r = d[ring].astype(np.float64)
+    base = float(np.median(r))
+    dv = (float(voxel_size_um) / 1000.0) ** 3
+    n = int(ap.sum())
+    deficit = -float((d[ap].astype(np.float64) - base).sum())
+    sd = 1.4826 * float(np.median(np.abs(r - base)))
+    return {"volume_mm3": deficit * dv / contrast_per_mm, "aperture_voxels": n,
+            "annulus_level_per_mm": base, "noise_mm3": float(sd * np.sqrt(n) * dv / contrast_per_mm)}

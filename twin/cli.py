@@ -358,7 +358,12 @@ def measure(
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             figures = write_measure_outputs(out, res, data["volume"], vs, data["origin_mm"],
                                             title=volume.stem, render_3d=not no_3d)
-            for key in ("labels", "truth_labels", "truth_names", "thickness_maps"):
+            from recon.io import write_segmentation
+
+            write_segmentation(out / "segmentation.h5", res["labels"],
+                               {int(k): v for k, v in res["segmentation"]["components"].items()},
+                               vs, data["origin_mm"], defects=res.get("defect_map"))
+            for key in ("labels", "truth_labels", "truth_names", "thickness_maps", "defect_map"):
                 res.pop(key, None)
         else:
             from recon.metrology import measure_components
@@ -392,7 +397,7 @@ def compare(
         _prepare_out(out, force, "report.json")
         res = compare_runs(before, after, out)
         if not _state["quiet"]:
-            g = ", ".join(f"{k} {v['growth_detected_mm3']:+.4g} mm3" for k, v in res["damage_growth"].items())
+            g = ", ".join(f"{k} {v['growth_mm3']:+.4g} mm3" for k, v in res["damage_growth"].items())
             console.print(f"report: {out / 'report.html'} (growth: {g or 'none detected'})")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)

@@ -231,6 +231,7 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
             raise XrmInputError(f"undenoised volume {raw.shape} and volume {vol.shape} differ")
         out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect, comp,
                                   raw=raw, kvp=kvp)
+        out["defect_map"] = out["defects"].pop("_map")
         from twin.defect_scores import score_defects
 
         out["detectability"].update(score_defects(vol, vs, t_grid, region, truth, out["defects"],
@@ -239,6 +240,7 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
         cnr = image_quality.cnr_pairs(vol, comp, {0: "background", **names})
         out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()}, "cnr_detail": cnr}
         out["defects"] = {"truth": [], "detected": [], "matched": {}}
+        out["defect_map"] = np.zeros(vol.shape, np.uint16)
     out["labels"] = comp
     if t_grid is not None:  # the truth on the volume's grid, 0 outside the measured region
         out["truth_labels"] = np.where(region, t_grid, 0).astype(np.int32)
@@ -304,6 +306,13 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None,
         if np.all(idx >= 0) and np.all(idx < np.array(vol.shape)) and region[tuple(idx)]:
             visible.append(r)
     detected: list[dict] = []
+    energy: dict[str, float | None] = {}
+
+    def contrast_of(label: int, hosts: Sequence[int]) -> float | None:
+        if "kev" not in energy:  # fitted once, where a defect needs it
+            energy["kev"] = scan_energy_kev(vol if raw is None else raw, t_grid, region, truth, kvp)
+        return fill_contrast(t_grid, truth, label, hosts, energy["kev"])
+
     if detect and visible:
         by_type: dict[str, set[int]] = {}
         for r in visible:
@@ -321,47 +330,89 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None,
                 if kind == "void":
                     # a whole-electrode search: split touching blobs at their minima, and a
                     # threshold for a million-voxel search (recon.defects.detect_voids)
-                    detected += dmod.detect_voids(vol, host, vs, origin_mm=origin_mm, split=True,
-                                                  k_sigma=4.5)
+                    found = dmod.detect_voids(vol, host, vs, origin_mm=origin_mm, split=True,
+                                              k_sigma=4.5, return_voxels=True)
+                    contrast = contrast_of(lab, around) if found else None
+                    for d in found:
+                        d["contrast_mu"] = contrast
+                    detected += found
                 elif kind == "crack":
                     detected += _cracks(vol if raw is None else raw, vol, host, vs, origin_mm,
-                                        truth, t_grid, region, lab, around, kvp)
+                                        t_grid, region, contrast_of(lab, around))
                 elif kind == "delamination" and comp is not None and len(around) >= 2:
                     sizes = {a: int(np.count_nonzero(t_grid == a)) for a in around}
                     foil = min(sizes, key=sizes.get)  # the thinner side is the current collector
                     active = [a for a in around if a != foil]
-                    detected += dmod.detect_delamination(np.where(region, comp, 0), active, foil, vs,
-                                                         origin_mm=origin_mm, axis=None)
+                    found = dmod.detect_delamination(np.where(region, comp, 0), active, foil, vs,
+                                                     origin_mm=origin_mm, axis=None,
+                                                     return_voxels=True)
+                    contrast = contrast_of(lab, active) if found else None
+                    for d in found:
+                        d["contrast_mu"] = contrast
+                    detected += found
     matched = dmod.match_defects(detected, visible, vs) if visible else {}
+    defect_map = defect_map_of(detected, vol.shape)
     detected = [{k: v for k, v in d.items() if not k.startswith("_")} for d in detected]
     return {"truth": visible, "detected": detected, "matched": matched,
-            "n_truth_in_view": len(visible), "n_truth_total": len(rows)}
+            "n_truth_in_view": len(visible), "n_truth_total": len(rows), "_map": defect_map}
 
 
-def _cracks(raw, vol, host, vs, origin_mm, truth, t_grid, region, label, around, kvp):
-    """Planar cracks (:func:`recon.plane_filter.detect_planar_cracks` on the undenoised
-    volume), then Hessian cracks (:func:`recon.defects.detect_cracks`) away from them."""
-    from recon import defects as dmod
-    from recon.plane_filter import detect_planar_cracks
-    from twin.defect_scores import grey_calibration, phase_medians, table_contrast_per_mm
+def defect_map_of(detected: Sequence[Mapping[str, Any]], shape_zyx) -> np.ndarray:
+    """The voxels of each detection (their ``_voxels``): row ``i`` of ``detected`` is value
+    ``i + 1``, 0 elsewhere (uint16; int32 past 65535 rows). Written to ``segmentation.h5``
+    ``/defects``, where ``xrm-twin compare`` reads it."""
+    out = np.zeros(tuple(int(n) for n in shape_zyx), np.uint16 if len(detected) < 65535 else np.int32)
+    flat = out.reshape(-1)
+    for i, d in enumerate(detected, start=1):
+        vox = d.get("_voxels")
+        if vox is not None and len(vox):
+            flat[np.asarray(vox, np.int64)] = i
+    return out
+
+
+def fill_contrast(t_grid, truth, label: int, hosts: Sequence[int],
+                  energy_kev: float | None) -> float | None:
+    """Table contrast ``mu_host - mu_fill`` (1/mm) of a defect label against the largest of its
+    ``hosts`` at the scan's effective energy (:func:`scan_energy_kev`); ``None`` where a
+    material or the energy is missing, or the contrast is not positive. The host and the fill
+    are known materials; their greys in the scan are not (the fill is too thin to measure)."""
+    from twin.defect_scores import table_contrast_per_mm
 
     materials = {m["name"]: m for m in truth.get("materials", [])}
     name_of = {int(m["label"]): m["name"] for m in truth.get("materials", [])}
-    contrast = None
-    hosts = [a for a in around if a != label and name_of.get(a) in materials]
-    if hosts and name_of.get(label) in materials:
-        host_name = max(hosts, key=lambda a: int(np.count_nonzero(t_grid == a)))
-        cal = grey_calibration({n: m for n, m in phase_medians(raw, t_grid, region, truth).items() if m},
-                               materials, kvp or 160.0)
-        if cal is not None:
-            contrast = table_contrast_per_mm(name_of[host_name], name_of[label], materials, cal[0])
+    hosts = [a for a in hosts if a != label and name_of.get(a) in materials]
+    if energy_kev is None or not hosts or name_of.get(label) not in materials:
+        return None
+    host = max(hosts, key=lambda a: int(np.count_nonzero(t_grid == a)))
+    c = table_contrast_per_mm(name_of[host], name_of[label], materials, energy_kev)
+    return float(c) if c is not None and c > 0 else None
+
+
+def scan_energy_kev(raw, t_grid, region, truth, kvp: float | None) -> float | None:
+    """Effective energy of the scan (keV) fitted to the thick phases' greys
+    (:func:`twin.defect_scores.grey_calibration`), or ``None``."""
+    from twin.defect_scores import grey_calibration, phase_medians
+
+    materials = {m["name"]: m for m in truth.get("materials", [])}
+    cal = grey_calibration({n: m for n, m in phase_medians(raw, t_grid, region, truth).items() if m},
+                           materials, kvp or 160.0)
+    return None if cal is None else float(cal[0])
+
+
+def _cracks(raw, vol, host, vs, origin_mm, t_grid, region, contrast):
+    """Planar cracks (:func:`recon.plane_filter.detect_planar_cracks` on the undenoised
+    volume, volumes with the table ``contrast``), then Hessian cracks
+    (:func:`recon.defects.detect_cracks`) away from them."""
+    from recon import defects as dmod
+    from recon.plane_filter import detect_planar_cracks
+
     rows: list[dict] = []
     try:
         rows = detect_planar_cracks(raw, _with_embedded(host, t_grid, region), vs, origin_mm=origin_mm,
-                                    contrast_mu=contrast if contrast and contrast > 0 else None)
+                                    contrast_mu=contrast, return_voxels=True)
     except XrmInputError:  # a host thinner than the filter's reach: the Hessian alone
         rows = []
-    small = dmod.detect_cracks(vol, host, vs, origin_mm=origin_mm)
+    small = dmod.detect_cracks(vol, host, vs, origin_mm=origin_mm, return_voxels=True)
     for d in small:
         c = np.asarray(d["center_mm"], float)
         inside = False
@@ -372,6 +423,7 @@ def _cracks(raw, vol, host, vs, origin_mm, truth, t_grid, region, label, around,
             along = float(np.linalg.norm(off - (off @ n) * n)) * 1000.0
             inside |= across <= 3.0 * vs and along <= 0.5 * float(p["size_um"])
         if not inside:
+            d["contrast_mu"] = contrast
             rows.append(d)
     return rows
 

@@ -61,7 +61,7 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
                    smooth_sigma_vox=float(spec.measure.get("smooth_sigma_vox", 1.0)))
     write_segmentation(out / "segmentation.h5", meas["labels"],
                        {int(k): v for k, v in meas["segmentation"]["components"].items()},
-                       rec["voxel_size_um"], rec["origin_mm"])
+                       rec["voxel_size_um"], rec["origin_mm"], defects=meas.get("defect_map"))
     figures = write_measure_outputs(out, meas, volume, rec["voxel_size_um"], rec["origin_mm"],
                                     title=spec.name, render_3d=bool(spec.measure.get("render_3d", True)))
     report: dict[str, Any] = {
