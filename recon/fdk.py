@@ -28,7 +28,7 @@ from recon import voxel_projector as vp
 from recon.filters import canonical_filter_name, filter_rows
 from twin.errors import XrmInputError
 from twin.geometry import ScanGeometry
-from twin.runtime import init_taichi
+from twin.runtime import current_arch, init_taichi
 
 #: Tolerance on angular coverage, as a fraction of one angular step.
 _COVERAGE_TOL_STEPS = 0.5
@@ -367,9 +367,9 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
     arch : {"cpu", "cuda", "auto"}
         Taichi backend.
     max_bytes : int, optional
-        Memory allowed for the volume plus the filtered projections (default: 80 % of the
-        available memory). Larger jobs are refused; :func:`recon.pipeline.reconstruct`
-        chunks them by slabs.
+        Memory allowed for the volume, the projections and one chunk of views being filtered
+        (:data:`FDK_CHUNK_BYTES`; default: 80 % of the available memory). Larger jobs are
+        refused; :func:`recon.pipeline.reconstruct` chunks them by slabs.
 
     Returns
     -------
@@ -384,15 +384,53 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
     voxel_size_um = float(voxel_size_um or d_vox)
     origin_mm = tuple(origin_mm) if origin_mm is not None else _centred_origin(vol_shape, voxel_size_um)
     vp.volume_grid_checks(vol_shape, voxel_size_um, origin_mm)
-    need = 4 * (int(np.prod(vol_shape)) + 2 * p.size)
+    need = 4 * (int(np.prod(vol_shape)) + p.size) + FDK_CHUNK_BYTES
     limit = int(0.8 * available_memory_bytes()) if max_bytes is None else int(max_bytes)
     if need > limit:
         raise XrmInputError(f"FDK of {p.shape} projections into a {vol_shape} volume needs about "
                             f"{need / 2**30:.2f} GiB but {limit / 2**30:.2f} GiB are allowed; "
                             "use recon.pipeline.reconstruct (chunks by slabs) or a smaller volume")
     plan = plan_fdk(geometry, angles_deg=angles_deg, filter=filter, cutoff=cutoff)
-    filtered = weight_and_filter(p, plan)
-    return backproject_filtered(filtered, plan, vol_shape, voxel_size_um, origin_mm)
+    if current_arch() == "cuda":  # one pass: the volume stays on the device for all views
+        filtered = weight_and_filter(p, plan)
+        return backproject_filtered(filtered, plan, vol_shape, voxel_size_um, origin_mm)
+    # CPU: filter and backproject a chunk of views at a time into one volume (backprojection
+    # sums over views), so the filtering's temporaries stay a small part of the memory
+    vol = np.zeros(vol_shape, np.float32)
+    step = fdk_view_chunk(p.shape[1], p.shape[2], p.shape[0],
+                          min(FDK_CHUNK_BYTES, (p.nbytes + vol.nbytes) // 4))
+    for v0 in range(0, p.shape[0], step):
+        sub = plan_views(plan, v0, min(v0 + step, p.shape[0]))
+        vp.backproject(weight_and_filter(p[v0:v0 + step], sub), sub.matrices,
+                       sub.view_weights.astype(np.float32), vol_shape, voxel_size_um, origin_mm,
+                       out=vol)
+    return vol
+
+
+#: Most bytes of weighting and filtering temporaries per chunk of views in CPU FDK (about six
+#: float32 copies of the chunk: weights, weighted rows, spectrum, inverse transform, output);
+#: never more than a quarter of the projections and the volume together.
+FDK_CHUNK_BYTES = 64 << 20
+
+
+def fdk_view_chunk(n_rows: int, n_cols: int, n_views: int, budget_bytes: int | None = None) -> int:
+    """Views per chunk of CPU FDK: the chunk's temporaries (~24 bytes per detector pixel)
+    within ``budget_bytes`` (default :data:`FDK_CHUNK_BYTES`), at least 8 views."""
+    budget = FDK_CHUNK_BYTES if budget_bytes is None else int(budget_bytes)
+    per_view = 24 * int(n_rows) * int(n_cols)
+    return int(max(8, min(int(n_views), budget // max(per_view, 1))))
+
+
+def plan_views(plan: FdkPlan, v0: int, v1: int) -> FdkPlan:
+    """The plan of views ``v0 .. v1`` (per-view arrays sliced; weights unchanged)."""
+    import dataclasses
+
+    sl = slice(int(v0), int(v1))
+    return dataclasses.replace(
+        plan, angles_deg=plan.angles_deg[sl], matrices=plan.matrices[sl],
+        view_weights=plan.view_weights[sl], principal_col=plan.principal_col[sl],
+        principal_row=plan.principal_row[sl], sdd_mm=plan.sdd_mm[sl],
+        parker=None if plan.parker is None else plan.parker[sl])
 
 
 def _centred_origin(vol_shape: tuple[int, int, int], voxel_size_um: float) -> tuple[float, float, float]:
