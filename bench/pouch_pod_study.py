@@ -82,6 +82,7 @@ def _row(s: dict, voxel_um: float, wall_s: float, det: dict, defects: dict) -> d
             "a90_um": pod.get("a90_um"), "a90_95_um": pod.get("a90_95_um"), "fit": pod.get("fit"),
             "a_um": pod.get("a_um"), "hit": pod.get("hit"), "dprime_npw": task.get("dprime_npw"),
             "task_size_um": task.get("size_um"), "false_positives": defects["matched"].get("fp"),
+            "false_positives_on_other_defects": len(defects["matched"].get("mistyped") or []),
             "edge_blur_sigma_um": (det.get("edge_blur") or {}).get("sigma_um")}
 
 

@@ -612,7 +612,10 @@ def match_defects(detections: Sequence[Mapping[str, Any]], truth: Sequence[Mappi
     dict
         ``tp``, ``fp``, ``fn``, ``recall``, ``precision``, ``matched`` (list of
         ``{truth_index, detection_index, type, distance_mm, truth_size_um, detected_size_um}``),
-        ``missed`` (truth indices), ``false_positives`` (detection indices), ``by_type``.
+        ``missed`` (truth indices), ``false_positives`` (detection indices), ``mistyped`` (the
+        false positives within the gate of a truth defect of another type: ``{detection_index,
+        truth_index, type, truth_type, distance_mm}``), ``fp_elsewhere`` (false positives on no
+        truth defect at all), ``by_type``.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -654,10 +657,25 @@ def match_defects(detections: Sequence[Mapping[str, Any]], truth: Sequence[Mappi
                       "recall": tp / len(ti) if ti else None,
                       "precision": tp / len(di) if di else None}
     tp = len(matched)
+    fps = [i for i in range(len(detections)) if i not in used_d]
+    # false positives that sit on a truth defect of another type (a void detector firing on a
+    # crack that starts at a void): real damage under the wrong name, not noise
+    mistyped = []
+    if fps and truth:
+        tc = np.array([r["center_mm"] for r in truth], float)
+        gate = np.array([max(tol_vox * vs, 0.5 * float(r.get("size_um") or 0.0)) for r in truth]) / 1000.0
+        for i in fps:
+            d = np.linalg.norm(tc - np.asarray(detections[i]["center_mm"], float), axis=1)
+            other = np.array([g(r["type"]) != g(detections[i]["type"]) for r in truth]) & (d <= gate)
+            if other.any():
+                j = int(np.flatnonzero(other)[np.argmin(d[other])])
+                mistyped.append({"detection_index": i, "truth_index": j, "type": g(detections[i]["type"]),
+                                 "truth_type": g(truth[j]["type"]), "distance_mm": float(d[j])})
     return {"tp": tp, "fp": len(detections) - tp, "fn": len(truth) - tp,
             "recall": tp / len(truth) if truth else None,
             "precision": tp / len(detections) if detections else None,
             "matched": matched,
             "missed": [i for i in range(len(truth)) if i not in used_t],
-            "false_positives": [i for i in range(len(detections)) if i not in used_d],
+            "false_positives": fps,
+            "mistyped": mistyped, "fp_elsewhere": len(fps) - len(mistyped),
             "by_type": by_type}

@@ -109,6 +109,12 @@ def test_match_defects_counts():
     m = df.match_defects(det, truth, VS)
     assert (m["tp"], m["fp"], m["fn"]) == (2, 1, 1)
     assert m["by_type"]["void"]["recall"] == 0.5 and m["by_type"]["crack"]["recall"] == 1.0
+    assert m["mistyped"] == [] and m["fp_elsewhere"] == 1
+    # a void detection on the crack (the crack is matched already): mistyped, not noise
+    m = df.match_defects(det + [{"type": "void", "center_mm": [0, 0.98, 0]}], truth, VS)
+    assert m["fp"] == 2 and m["fp_elsewhere"] == 1
+    assert [(x["detection_index"], x["truth_index"], x["truth_type"]) for x in m["mistyped"]] == \
+        [(3, 2, "crack")]
     with pytest.raises(XrmInputError, match="center_mm"):
         df.match_defects([{"type": "void"}], truth, VS)
 
