@@ -1,0 +1,165 @@
+"""The GPU checks of issues 2, 4 and 10 in one run, for a session that is lent an NVIDIA GPU.
+
+Needs only numpy and Taichi (no SpekPy, xraydb or trimesh, which the GPU machine lacks):
+
+1. **Agreement** (issue 2 must-show 7): exact path lengths through a 256^3 label scene (a
+   cylinder, a sphere and 1 % random voxels of a third material; 8 views onto 256^2 pixels,
+   2 x 2 sub-rays) and FDK of 256^3 from 360 views, each run on the CPU and on CUDA in
+   separate processes (Taichi picks its backend once per process): maximum relative
+   difference (goal <= 1e-4).
+2. **Forward throughput** (issue 2 must-show 8, issue 10 must-show 1): ray-samples per second
+   through a 1024^3 label volume onto 1024^2 pixels (goal >= 300 G/s on an H100).
+3. **FDK at paper scale** (issue 4 must-show 7, issue 10 must-show 1): 1024^3 from 1601 views
+   of 1024^2 (goal <= 10 s), transfers included, kernel compiled by a warm-up call first.
+
+Usage (on the GPU machine, with the Taichi wheel carried, see docs/benchmarks.md)::
+
+    python bench/gpu_check.py --arch cuda --json $OUT/gpu_check.json
+    python bench/gpu_check.py --arch cpu --small     # a dry run of every step, small sizes
+
+Prints one line per step, and the JSON with every figure and the device's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scene(n: int) -> np.ndarray:
+    """The agreement scene: labels 0 (air), 1 (cylinder), 2 (sphere), 3 (1 % random voxels)."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.ogrid[:n, :n, :n]
+    c = n / 2
+    lab = np.zeros((n, n, n), np.uint8)
+    lab[np.broadcast_to((x - c) ** 2 + (y - c) ** 2 < (0.39 * n) ** 2, lab.shape)] = 1
+    lab[(x - 0.39 * n) ** 2 + (y - 0.55 * n) ** 2 + (z - c) ** 2 < (0.16 * n) ** 2] = 2
+    lab[rng.random(lab.shape) < 0.01] = 3
+    return lab
+
+
+def _worker(arch: str, n: int, out: str) -> None:
+    """One process: path lengths and FDK of the agreement scene on ``arch``."""
+    sys.path.insert(0, str(ROOT))
+    from recon.fdk import fdk
+    from twin.geometry import ScanGeometry
+    from twin.projector import grid_path_lengths
+    from twin.runtime import init_taichi
+
+    init_taichi(arch)
+    lab = scene(n)
+    vs_mm = 2.56 / n
+    g = ScanGeometry(source_object_mm=20.0, object_detector_mm=30.0, objective="flat-panel",
+                     pixel_um=20.0 * 256 / n, cols=n, rows=n, n_views=8)
+    lut = np.array([-1, 0, 1, 2], np.int32)
+    L, _ = grid_path_lengths(g.vectors(), lab, lut, 3, (-1.28, -1.28, -1.28), (vs_mm,) * 3, n, n,
+                             arch=arch, supersample=2)
+    gf = ScanGeometry(source_object_mm=20.0, object_detector_mm=60.0, objective="flat-panel",
+                      pixel_um=100.0 * 128 / n, cols=n, rows=n, n_views=360 if n >= 128 else 90)
+    proj = np.abs(np.random.default_rng(1).standard_normal((gf.n_views, n, n))).astype(np.float32)
+    vol = fdk(proj, gf, arch=arch)
+    np.savez(out, path_lengths=np.asarray(L, np.float32), fdk=vol)
+
+
+def agreement(n: int, arches=("cpu", "cuda")) -> dict:
+    res = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {}
+        for arch in arches:
+            files[arch] = os.path.join(tmp, f"{arch}.npz")
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, __file__, "--worker", arch, "--n", str(n), "--out", files[arch]],
+                           check=True)
+            res[f"{arch}_wall_s"] = time.perf_counter() - t0
+        a, b = (np.load(files[k]) for k in arches)
+        for key in ("path_lengths", "fdk"):
+            scale = float(np.abs(a[key]).max())
+            res[f"{key}_max_rel_diff"] = float(np.abs(a[key] - b[key]).max() / scale)
+    return res
+
+
+def forward_throughput(n: int, det: int, views: int, arch: str) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from bench.bench_projector import bench_voxels
+
+    return bench_voxels(n, views, det=det, arch=arch, repeats=2)
+
+
+def fdk_paper_scale(n: int, views: int, arch: str) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from recon.fdk import fdk
+    from twin.geometry import ScanGeometry
+
+    g = ScanGeometry(source_object_mm=20.0, object_detector_mm=60.0, objective="flat-panel",
+                     pixel_um=100.0 * 128 / n, cols=n, rows=n, n_views=views)
+    proj = np.empty((views, n, n), np.float32)
+    rng = np.random.default_rng(2)
+    for v0 in range(0, views, 64):  # filled in blocks: no float64 copy of the whole stack
+        proj[v0:v0 + 64] = np.abs(rng.standard_normal((min(64, views - v0), n, n), dtype=np.float32))
+    fdk(proj, g, vol_shape=(1, n, n), arch=arch)  # warm-up: compile the kernel (one slice)
+    t0 = time.perf_counter()
+    vol = fdk(proj, g, arch=arch)
+    dt = time.perf_counter() - t0
+    return {"job": f"{n}^3 from {views} x {n}^2", "time_s": dt, "gvups": n ** 3 * views / dt / 1e9,
+            "finite": bool(np.isfinite(vol).all())}
+
+
+def device_name(arch: str) -> str:
+    if arch != "cuda":
+        return "cpu"
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                               "--format=csv,noheader"], capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    except Exception as exc:  # noqa: BLE001
+        return f"unknown ({exc})"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="cuda", choices=("cuda", "cpu"))
+    ap.add_argument("--small", action="store_true", help="small sizes (a dry run on a CPU)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=256, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.worker:
+        _worker(a.worker, a.n, a.out)
+        return 0
+    sizes = dict(agree=64, fwd=128, fwd_det=128, fwd_views=4, fdk=128, fdk_views=180) if a.small else \
+        dict(agree=256, fwd=1024, fwd_det=1024, fwd_views=8, fdk=1024, fdk_views=1601)
+    res = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "arch": a.arch,
+           "device": device_name(a.arch), "sizes": sizes}
+    t0 = time.perf_counter()
+    res["agreement"] = agreement(sizes["agree"], ("cpu", a.arch))
+    print(f"agreement {sizes['agree']}^3 cpu vs {a.arch}: path lengths "
+          f"{res['agreement']['path_lengths_max_rel_diff']:.2e}, FDK {res['agreement']['fdk_max_rel_diff']:.2e} "
+          "(goal <= 1e-4)", flush=True)
+    res["forward"] = forward_throughput(sizes["fwd"], sizes["fwd_det"], sizes["fwd_views"], a.arch)
+    print(f"forward {res['forward']['volume']} onto {res['forward']['detector']}: "
+          f"{res['forward']['ray_samples_per_s'] / 1e9:.1f} G ray-samples/s (goal >= 300 on an H100)", flush=True)
+    res["fdk"] = fdk_paper_scale(sizes["fdk"], sizes["fdk_views"], a.arch)
+    print(f"FDK {res['fdk']['job']}: {res['fdk']['time_s']:.2f} s, {res['fdk']['gvups']:.1f} GVU/s "
+          "(goal <= 10 s on an H100)", flush=True)
+    res["wall_s"] = time.perf_counter() - t0
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
