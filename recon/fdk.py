@@ -398,7 +398,7 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
     # sums over views), so the filtering's temporaries stay a small part of the memory
     vol = np.zeros(vol_shape, np.float32)
     step = fdk_view_chunk(p.shape[1], p.shape[2], p.shape[0],
-                          min(FDK_CHUNK_BYTES, (p.nbytes + vol.nbytes) // 4))
+                          min(FDK_CHUNK_BYTES, max(FDK_MIN_CHUNK_BYTES, (p.nbytes + vol.nbytes) // 4)))
     for v0 in range(0, p.shape[0], step):
         sub = plan_views(plan, v0, min(v0 + step, p.shape[0]))
         vp.backproject(weight_and_filter(p[v0:v0 + step], sub), sub.matrices,
@@ -411,6 +411,9 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
 #: float32 copies of the chunk: weights, weighted rows, spectrum, inverse transform, output);
 #: never more than a quarter of the projections and the volume together.
 FDK_CHUNK_BYTES = 64 << 20
+#: ... and at least this many, so that a small job takes few launches (a 128-column slice from
+#: 180 views: 13 ms in 15 launches, 5 ms in one)
+FDK_MIN_CHUNK_BYTES = 4 << 20
 
 
 def fdk_view_chunk(n_rows: int, n_cols: int, n_views: int, budget_bytes: int | None = None) -> int:

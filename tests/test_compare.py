@@ -32,7 +32,19 @@ def _scene(crack_len: int, void: bool):
     return lab
 
 
-def _write_run(folder, lab, shift, seed, detected, truth_volumes, defect_map=None):
+def _write_truth(folder, lab_shifted):
+    from twin.materials import get_material
+    from twin.truth_io import write_truth
+    from twin.volume import LabelGrid
+
+    mats = tuple(get_material(m) for m in ("air", "graphite", "water", "air"))
+    grid = LabelGrid(lab_shifted.astype(np.uint8), VS, (0.0, 0.0, 0.0), mats,
+                     names=("air", "positive_paste", "crack", "void"))
+    write_truth(folder / "truth.h5", grid, [{"type": "crack", "label": 2, "center_mm": [0, 0, 0]},
+                                            {"type": "void", "label": 3, "center_mm": [0, 0, 0]}])
+
+
+def _write_run(folder, lab, shift, seed, detected, truth_volumes, defect_map=None, truth=False):
     folder.mkdir(parents=True)
     mu = np.array([0.0, 1.0, 0.2, 0.0], np.float32)[lab]
     vol = ndi.gaussian_filter(mu, 0.8) + np.random.default_rng(seed).normal(0, 0.03, lab.shape)
@@ -42,6 +54,8 @@ def _write_run(folder, lab, shift, seed, detected, truth_volumes, defect_map=Non
     if defect_map is not None:
         defect_map = np.roll(defect_map, (sz, sy, sx), axis=(0, 1, 2))
     origin = (0.0, 0.0, 0.0)
+    if truth:
+        _write_truth(folder, lab_s)
     write_recon(folder / "recon.h5", vol, VS, origin)
     write_segmentation(folder / "segmentation.h5", lab_s, {0: "air", 1: "positive_paste", 2: "crack",
                                                           3: "void"}, VS, origin, defects=defect_map)
@@ -138,9 +152,9 @@ def test_growth_by_difference_recovers_the_grown_volume(tmp_path):
               "volume_mm3": 123 * dv, "size_um": 30.0, "contrast_mu": 1.0, "n_voxels": 30}]
     n_void = int((after_lab == 3).sum())
     _write_run(tmp_path / "b", before_lab, (0, 0, 0), 1, det_b, {"crack": 640 * dv},
-               defect_map=_detected_map(before_lab, det_b))
+               defect_map=_detected_map(before_lab, det_b), truth=True)
     _write_run(tmp_path / "a", after_lab, SHIFT, 2, det_a, {"crack": 1024 * dv, "void": n_void * dv},
-               defect_map=_detected_map(after_lab, det_a))
+               defect_map=_detected_map(after_lab, det_a), truth=True)
     res = compare_runs(tmp_path / "b", tmp_path / "a", tmp_path / "out")
     g = res["damage_growth"]["crack"]
     assert g["growth_method"] == "difference"
@@ -149,8 +163,12 @@ def test_growth_by_difference_recovers_the_grown_volume(tmp_path):
     assert g["growth_mm3"] == g["growth_difference_mm3"]
     assert abs(g["growth_rel_error"]) < 0.05
     assert g["growth_difference"]["noise_mm3"] < 0.05 * 384 * dv
+    # the truth counted in the region both scans saw (all of this central scene)
+    assert g["growth_truth_overlap_mm3"] == pytest.approx(384 * dv)
+    assert g["growth_rel_error"] == pytest.approx(g["growth_difference_mm3"] / (384 * dv) - 1)
     v = res["damage_growth"]["void"]
     assert v["growth_difference_mm3"] == pytest.approx(n_void * dv, rel=0.05)
+    assert v["growth_truth_overlap_mm3"] == pytest.approx(n_void * dv)
 
 
 def test_deficit_volume_bad_input():

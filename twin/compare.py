@@ -52,7 +52,8 @@ def _load_run(folder: Path) -> dict[str, Any]:
     out = {"folder": folder, "report": json.loads(rep_p.read_text(encoding="utf-8")),
            "volume": rec["volume"], "voxel_size_um": float(np.asarray(rec["voxel_size_um"]).ravel()[0]),
            "origin_mm": np.asarray(rec["origin_mm"], float),
-           "undenoised": rec.get("volume_undenoised")}
+           "undenoised": rec.get("volume_undenoised"),
+           "truth_path": folder / "truth.h5" if (folder / "truth.h5").is_file() else None}
     if seg_p.is_file():
         seg = read_volume(seg_p)
         out["labels"], out["names"] = seg["labels"], seg.get("names", {})
@@ -72,11 +73,16 @@ def difference_growth(before: Mapping[str, Any], after: Mapping[str, Any], reg: 
     detections of both scans (the after ones resampled into the before frame), on the
     undenoised volumes where both runs kept them. Apertures of the other types are excluded.
 
+    Where both run folders hold their ``truth.h5``, the truth's growth is counted in the same
+    region (``truth_overlap_mm3``: the voxels seen by both scans, away from the field of view's
+    edge): growth outside it cannot be measured by a difference, and the report's truth
+    volumes count each scan's whole field of view.
+
     Returns
     -------
     dict
         ``{type: {"volume_mm3", "noise_mm3", "contrast_per_mm", "aperture_voxels",
-        "annulus_level_per_mm", "volumes": "undenoised" | "volume"}}``.
+        "annulus_level_per_mm", "volumes": "undenoised" | "volume", "truth_overlap_mm3"}}``.
     """
     from recon.registration import apply_rigid, deficit_volume
     from scipy import ndimage as ndi
@@ -123,7 +129,35 @@ def difference_growth(before: Mapping[str, Any], after: Mapping[str, Any], reg: 
         r = deficit_volume(diff, m, before["voxel_size_um"], mu, valid=valid, exclude=exclude,
                            grow_vox=grow_vox)
         out[kind] = {**r, "contrast_per_mm": mu, "volumes": "undenoised" if use_raw else "volume"}
+    truth_counts = _truth_in_overlap(before, after, reg, valid, list(out))
+    for kind, v in truth_counts.items():
+        out[kind]["truth_overlap_mm3"] = v
     return out
+
+
+def _truth_in_overlap(before: Mapping[str, Any], after: Mapping[str, Any], reg: Mapping[str, Any],
+                      valid: np.ndarray, kinds: list[str]) -> dict[str, float]:
+    """Truth growth (after - before, mm^3) of each defect type inside ``valid`` (before frame)."""
+    from recon.registration import apply_rigid
+
+    from twin.measure import truth_on_grid
+    from twin.truth_io import read_truth
+
+    if not kinds or before.get("truth_path") is None or after.get("truth_path") is None:
+        return {}
+    dv = (before["voxel_size_um"] / 1000.0) ** 3
+    counts: dict[str, float] = {k: 0.0 for k in kinds}
+    for sign, run in ((-1.0, before), (1.0, after)):
+        truth = read_truth(run["truth_path"])
+        t = truth_on_grid(truth, run["volume"].shape, run["voxel_size_um"], run["origin_mm"])
+        if run is after:
+            t = np.rint(apply_rigid(t.astype(np.float32), reg, order=0, cval=-1.0)).astype(np.int32)
+        for kind in kinds:
+            labels = sorted({int(r["label"]) for r in truth.get("defects", [])
+                             if r.get("type") == kind and "label" in r})
+            if labels:
+                counts[kind] += sign * float(np.count_nonzero(np.isin(t, labels) & valid)) * dv
+    return counts
 
 
 def _to_before_mm(x_mm, after: Mapping[str, Any], before: Mapping[str, Any],
@@ -144,7 +178,9 @@ def damage_growth(before_rep: Mapping[str, Any], after_rep: Mapping[str, Any],
 
     ``growth_mm3`` is the growth from the registered difference (:func:`difference_growth`,
     ``difference`` here) where it was measured, else the growth of the detected volumes
-    (``growth_detected_mm3``); ``growth_rel_error`` is that of ``growth_mm3`` against the truth.
+    (``growth_detected_mm3``); ``growth_rel_error`` is that of ``growth_mm3`` against the truth
+    (``growth_truth_overlap_mm3``, the truth in the region both scans saw, for a growth by
+    difference where the run folders hold their truth; ``growth_truth_mm3`` otherwise).
     """
     difference = difference or {}
     out = {}
@@ -165,14 +201,18 @@ def damage_growth(before_rep: Mapping[str, Any], after_rep: Mapping[str, Any],
         dif = difference.get(kind) or {}
         g_dif = dif.get("volume_mm3")
         g = g_det if g_dif is None else float(g_dif)
-        rel = lambda x: (x / g_tru - 1.0) if g_tru > 0 else None  # noqa: E731
+        rel = lambda x, ref=g_tru: (x / ref - 1.0) if ref > 0 else None  # noqa: E731
+        g_ovl = dif.get("truth_overlap_mm3")
         out[kind] = {**{f"{t}_{k}": v for t, r in rows.items() for k, v in r.items()},
                      "growth_detected_mm3": g_det, "growth_truth_mm3": g_tru,
                      "growth_detected_rel_error": rel(g_det),
                      "growth_difference_mm3": g_dif,
                      "growth_difference": {k: v for k, v in dif.items() if k != "volume_mm3"} or None,
+                     "growth_truth_overlap_mm3": g_ovl,
                      "growth_mm3": g, "growth_method": "difference" if g_dif is not None else "detected",
-                     "growth_rel_error": rel(g),
+                     # like with like: the difference against the truth in the region both
+                     # scans saw, where the run folders hold their truth
+                     "growth_rel_error": rel(g, g_ovl) if g_dif is not None and g_ovl else rel(g),
                      "found": rows["after"]["n_detected"] > rows["before"]["n_detected"] or g_det > 0}
     return out
 
@@ -265,7 +305,8 @@ def compare_runs(before_dir: str | Path, after_dir: str | Path, out_dir: str | P
     pct = lambda x: "" if x is None else f"{100 * x:+.1f} %"  # noqa: E731
     rows = [[k, v.get("before_detected_volume_mm3"), v.get("after_detected_volume_mm3"),
              v.get("growth_detected_mm3"), pct(v.get("growth_detected_rel_error")),
-             v.get("growth_difference_mm3"), v.get("growth_truth_mm3"), pct(v.get("growth_rel_error"))]
+             v.get("growth_difference_mm3"), v.get("growth_truth_mm3"),
+             v.get("growth_truth_overlap_mm3"), pct(v.get("growth_rel_error"))]
             for k, v in out["damage_growth"].items()]
     reg_txt = (f"<p>Rotation (x, y, z) {np.round(reg['rotation_deg'], 3).tolist()} deg, translation "
                f"{np.round(reg['translation_mm'], 4).tolist()} mm, NCC {reg['ncc']:.4f}.</p>")
@@ -274,6 +315,7 @@ def compare_runs(before_dir: str | Path, after_dir: str | Path, out_dir: str | P
         sections.append(("Damage growth", _table(rows, ["defect", "detected before (mm3)",
                                                         "detected after (mm3)", "detected growth (mm3)",
                                                         "detected vs truth", "growth by difference (mm3)",
-                                                        "truth growth (mm3)", "growth vs truth"])))
+                                                        "truth growth (mm3)", "truth growth, overlap (mm3)",
+                                                        "growth vs truth"])))
     write_report(out_dir, out, figures, sections=sections)
     return out
