@@ -85,9 +85,10 @@ def label_volume(n: int) -> np.ndarray:
     return lab
 
 
-def bench_voxels(n: int, n_views: int, *, det: int = 256, arch: str = "cpu", repeats: int = 3) -> dict:
+def voxel_scene(n: int, n_views: int, det: int):
+    """The label-volume job: (per-view vectors, labels, material LUT, lower corner mm, voxel mm)
+    of an n^3 scene 2.56 mm across, cone beam onto det^2 pixels."""
     from twin.geometry import ScanGeometry
-    from twin.projector import grid_path_lengths
 
     side_mm = 2.56
     a, b = 60.0, 40.0
@@ -96,11 +97,14 @@ def bench_voxels(n: int, n_views: int, *, det: int = 256, arch: str = "cpu", rep
     pitch_um = side_mm * np.sqrt(2) * mag / det * 1000.0
     geo = ScanGeometry(source_object_mm=a, object_detector_mm=b, objective="flat-panel",
                        pixel_um=pitch_um, cols=det, rows=det, n_views=n_views, beam="cone")
-    vec = geo.vectors()
-    lab = label_volume(n)
-    lut = np.array([-1, 0, 1, 2], np.int32)
-    sp = side_mm / n
-    lower = (-side_mm / 2,) * 3
+    return (geo.vectors(), label_volume(n), np.array([-1, 0, 1, 2], np.int32),
+            (-side_mm / 2,) * 3, side_mm / n)
+
+
+def bench_voxels(n: int, n_views: int, *, det: int = 256, arch: str = "cpu", repeats: int = 3) -> dict:
+    from twin.projector import grid_path_lengths
+
+    vec, lab, lut, lower, sp = voxel_scene(n, n_views, det)
     t0 = time.perf_counter()
     grid_path_lengths(vec[:1], lab, lut, 3, lower, (sp,) * 3, det, det, arch=arch)
     warm = time.perf_counter() - t0

@@ -78,21 +78,10 @@ def projection_job(n: int, views: int):
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.bench_projector import label_volume
-    from twin.geometry import ScanGeometry
+    from bench.bench_projector import voxel_scene
     from twin.projector import grid_path_lengths
 
-    side_mm = 2.56
-    a, b = 60.0, 40.0
-    mag = (a + b) / (a - side_mm / 2 * np.sqrt(2))
-    pitch_um = side_mm * np.sqrt(2) * mag / n * 1000.0
-    geo = ScanGeometry(source_object_mm=a, object_detector_mm=b, objective="flat-panel",
-                       pixel_um=pitch_um, cols=n, rows=n, n_views=views, beam="cone")
-    vec = geo.vectors()
-    lab = label_volume(n)
-    lut = np.array([-1, 0, 1, 2], np.int32)
-    sp = side_mm / n
-    lower = (-side_mm / 2,) * 3
+    vec, lab, lut, lower, sp = voxel_scene(n, views, n)
     out_bytes = 4 * 3 * views * n * n  # float32 path lengths per material
     return (lambda: grid_path_lengths(vec, lab, lut, 3, lower, (sp,) * 3, n, n, arch="cpu")), \
         lab.nbytes, out_bytes
