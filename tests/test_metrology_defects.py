@@ -164,3 +164,36 @@ def test_closed_form_eigenvalues_match_lapack():
     got = np.stack(df._sym3_eigvals(A[:, 0, 0], A[:, 1, 1], A[:, 2, 2], A[:, 0, 1], A[:, 0, 2],
                                     A[:, 1, 2]), 1)
     assert np.abs(got - ref).max() < 1e-9
+
+
+def test_detections_return_their_voxels_for_the_defect_map():
+    """``return_voxels``: each row's voxels lie on its defect (the truth's gap, the void's
+    ball), and ``twin.measure.defect_map_of`` paints row i as i + 1; the rows stay JSON."""
+    import json
+
+    from twin.measure import defect_map_of
+
+    lab = np.zeros((40, 64, 64), np.uint8)
+    lab[10:13] = 2
+    lab[13:30] = 1
+    zz, yy, xx = np.mgrid[:40, :64, :64]
+    disc = (yy - 30) ** 2 + (xx - 34) ** 2 <= 12 ** 2
+    gap = (zz >= 13) & (zz < 16) & disc
+    lab[gap] = 0
+    for axis in ("z", None):
+        det = df.detect_delamination(lab, 1, 2, VS, axis=axis, return_voxels=True)
+        assert len(det) == 1
+        m = np.zeros(lab.shape, bool)
+        m.reshape(-1)[det[0]["_voxels"]] = True
+        assert m.sum() == det[0]["n_voxels"] and np.all(gap[m])
+        assert m.sum() >= 0.6 * gap.sum()
+    vol, host, truth = _electrode_with_voids(0)
+    rows = df.detect_voids(vol, host, VS, return_voxels=True)
+    dmap = defect_map_of(rows, vol.shape)
+    assert dmap.max() == len(rows)
+    for i, r in enumerate(rows, start=1):
+        c = np.rint(np.asarray(r["center_mm"])[::-1] * 1000 / VS).astype(int)
+        assert dmap[tuple(c)] == i                      # the void's centre is its own voxel
+        assert np.count_nonzero(dmap == i) <= len(r["_voxels"])
+    plain = df.detect_voids(vol, host, VS)
+    assert all("_voxels" not in r for r in plain) and json.dumps(plain)

@@ -118,6 +118,11 @@ def test_faint_crack_in_strutted_paste_is_found_with_its_volume(crack_scene):
     # truth (the aperture's noise); 20 % is two and a half of its SDs
     assert r["volume_mm3"] == pytest.approx(truth_mm3, rel=0.2)
     assert r["response_peak_sd"] > 10.0
+    # the detection's voxels (for the defect map) lie on the crack's plane
+    vox = detect_planar_cracks(v, host, vs, contrast_mu=0.063, return_voxels=True)[0]["_voxels"]
+    assert len(vox) == r["n_voxels"]
+    zyx = np.column_stack(np.unravel_index(vox, v.shape)) - (np.array(v.shape) - 1) / 2
+    assert np.median(np.abs(zyx @ normal)) < 2.0
 
 
 def test_no_crack_no_detection():
