@@ -468,6 +468,31 @@ def write_thickness_tiff(path: str | Path, thickness_um: np.ndarray, *,
     return p
 
 
+#: viridis at 17 evenly spaced points (matplotlib's table), for nodes without matplotlib;
+#: linear interpolation between them is within 6/255 of the full table
+_VIRIDIS_17 = np.array([
+    (0.2670, 0.0049, 0.3294), (0.2823, 0.0950, 0.4173), (0.2788, 0.1755, 0.4834),
+    (0.2590, 0.2515, 0.5247), (0.2297, 0.3224, 0.5457), (0.1994, 0.3876, 0.5546),
+    (0.1727, 0.4488, 0.5579), (0.1490, 0.5081, 0.5573), (0.1276, 0.5669, 0.5506),
+    (0.1206, 0.6258, 0.5335), (0.1579, 0.6838, 0.5017), (0.2461, 0.7389, 0.4520),
+    (0.3692, 0.7889, 0.3829), (0.5160, 0.8312, 0.2943), (0.6785, 0.8637, 0.1895),
+    (0.8456, 0.8873, 0.0997), (0.9932, 0.9062, 0.1439)])
+
+
+def viridis_rgb8(x: np.ndarray) -> np.ndarray:
+    """viridis colours (N, 3) uint8 of values ``x`` in [0, 1] (clipped); matplotlib's table
+    when it is installed, else :data:`_VIRIDIS_17` interpolated."""
+    x = np.clip(np.asarray(x, float).ravel(), 0.0, 1.0)
+    try:
+        from matplotlib import colormaps
+
+        rgb = colormaps["viridis"](x)[:, :3]
+    except ImportError:
+        knots = np.linspace(0.0, 1.0, len(_VIRIDIS_17))
+        rgb = np.stack([np.interp(x, knots, _VIRIDIS_17[:, k]) for k in range(3)], axis=1)
+    return (rgb * 255).astype(np.uint8)
+
+
 def write_thickness_ply(path: str | Path, mask: np.ndarray, thickness_um: np.ndarray,
                         voxel_size_um: float, *, origin_mm: Sequence[float] | None = None,
                         vmax_um: float | None = None, smooth_sigma_vox: float = 0.7) -> Path:
@@ -476,8 +501,6 @@ def write_thickness_ply(path: str | Path, mask: np.ndarray, thickness_um: np.nda
     Vertex colour: viridis of the thickness of the nearest mask voxel, scaled to ``vmax_um``
     (default: the 99th percentile). A ``thickness_um`` vertex property is stored too.
     """
-    from matplotlib import colormaps
-
     vs = isotropic_voxel_um(voxel_size_um, what="thickness mesh")
     verts, faces = surface_mesh(mask, vs, smooth_sigma_vox=smooth_sigma_vox)
     # thickness at each vertex: nearest mask voxel
@@ -490,7 +513,7 @@ def write_thickness_ply(path: str | Path, mask: np.ndarray, thickness_um: np.nda
     if origin_mm is not None:
         verts = verts + np.asarray(origin_mm, float)
     vmax = float(vmax_um) if vmax_um else float(np.percentile(t, 99) or 1.0)
-    rgb = (colormaps["viridis"](np.clip(t / vmax, 0, 1))[:, :3] * 255).astype(np.uint8)
+    rgb = viridis_rgb8(t / vmax)
     vdt = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"),
                     ("blue", "u1"), ("thickness_um", "<f4")])
     va = np.empty(len(verts), vdt)

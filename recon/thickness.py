@@ -40,7 +40,6 @@ seconds, 512^3 in about a minute on 2 CPU cores (``bench/bench_thickness.py``).
 # no "from __future__ import annotations": Taichi reads kernel annotations at runtime
 
 import math
-import os
 from typing import Any
 
 import numpy as np
@@ -117,8 +116,9 @@ def squared_edt_voxels(mask: np.ndarray, *, border: str = "open") -> np.ndarray:
     try:  # optional accelerated peer (LGPL-3.0+), exact for integer squared distances
         import edt as _edt
 
-        threads = int(os.environ.get("XRM_TWIN_THREADS") or os.cpu_count() or 1)
-        d2 = _edt.edtsq(mask, black_border=(border == "background"), parallel=threads)
+        from twin.runtime import host_threads
+
+        d2 = _edt.edtsq(mask, black_border=(border == "background"), parallel=host_threads())
         return np.rint(d2).astype(np.int32)
     except ImportError:
         pass

@@ -173,3 +173,24 @@ def test_pore_size_distribution_of_two_pore_sizes():
     # volume-weighted: the big pore (diameter 40) holds 8/9 of the pore volume
     assert abs(frac[centres > 30].sum() - 8 / 9) < 0.03
     assert abs(psd["d50_um"] - 40) <= 1.5
+
+
+def test_viridis_without_matplotlib_matches_matplotlib(monkeypatch):
+    """The PLY colours of a node without matplotlib are within 6/255 of matplotlib's viridis."""
+    import builtins
+
+    from matplotlib import colormaps
+
+    x = np.linspace(-0.1, 1.1, 2001)
+    want = colormaps["viridis"](np.clip(x, 0, 1))[:, :3] * 255
+    real_import = builtins.__import__
+
+    def no_mpl(name, *args, **kwargs):
+        if name.split(".")[0] == "matplotlib":
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    got = me.viridis_rgb8(x).astype(float)
+    assert np.abs(got - want).max() <= 6.0
+    assert np.abs(got - want).mean() <= 1.5

@@ -110,11 +110,14 @@ def plan(
     out: Path = typer.Option(..., "--out", "-o", help="Plan file to write (.pkl)."),
     set_: List[str] = typer.Option([], "--set", help="Override a key."),
     preview: bool = typer.Option(False, help="Resolve the preview version."),
+    phantom: str = typer.Option("grids", help="Carry the phantom's label grids (grids) or rebuild "
+                                "them on the worker from the scenario, checked by digest (recipe: "
+                                "a small file; built-in battery phantoms only)."),
 ) -> None:
     """Resolve a scenario into a plan file (spectra, attenuation, phantom grids, geometry) that
     `xrm-twin simulate PLAN.pkl` runs where SpekPy, xraydb and trimesh are absent (GPU nodes).
 
-    Example: `xrm-twin plan nimh-zoom --out zoom.pkl`, then on the GPU node
+    Example: `xrm-twin plan nimh-zoom --out zoom.pkl --phantom recipe`, then on the GPU node
     `xrm-twin simulate zoom.pkl --arch cuda --out runs/zoom`
     """
     try:
@@ -126,7 +129,9 @@ def plan(
         spec = load_scenario(scenario, list(set_))
         if preview:
             spec, _ = preview_spec(spec)
-        save_plan(resolve(spec), out)
+        if phantom not in ("grids", "recipe"):
+            raise XrmInputError(f"--phantom must be grids or recipe, got {phantom!r}")
+        save_plan(resolve(spec), out, phantom=phantom)
         if not _state["quiet"]:
             console.print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
     except BaseException as exc:  # noqa: BLE001
@@ -265,16 +270,27 @@ def run(
 ) -> None:
     """Run the whole pipeline: simulate, reconstruct, measure, score, report.
 
+    SCENARIO may also be a plan file (`.pkl`, from `xrm-twin plan`), e.g. on a GPU node.
+
     Example: `xrm-twin run nimh-zoom --preview --out runs/nimh-zoom`
     """
     try:
-        from twin.run import run_scenario
+        from twin.run import run_plan, run_scenario
         from twin.scenario import load_raw, load_scenario
         from twin.scout_zoom import is_scout_zoom, run_scout_zoom
 
         overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
-        raw, _origin = load_raw(scenario)
-        if is_scout_zoom(raw):
+        raw, _origin = (None, None) if scenario.endswith(".pkl") else load_raw(scenario)
+        if raw is None:
+            from twin.planfile import load_plan
+
+            if overrides or preview:
+                raise XrmInputError("--set, --seed and --preview do not apply to a resolved plan "
+                                    "file (give them to `xrm-twin plan`)")
+            plan = load_plan(scenario)
+            _prepare_out(out, force, "report.json")
+            report = run_plan(plan, out, arch=arch, quiet=_state["quiet"])
+        elif is_scout_zoom(raw):
             if overrides:
                 raise XrmInputError("--set applies to single scans; in a scout-and-zoom file give "
                                     "set = [...] in [scout] or [zoom]")

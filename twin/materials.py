@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -26,6 +26,8 @@ __all__ = [
     "porous_composite",
     "named_materials",
     "formula_mass_fractions",
+    "resolved_lookups",
+    "preload_lookups",
 ]
 
 
@@ -34,6 +36,13 @@ def _xraydb():
     import xraydb
 
     return xraydb
+
+
+#: Every answer of :func:`get_material` (by (name, density)) and :func:`formula_mass_fractions`
+#: (by formula) in this process. A plan file whose phantom is rebuilt on the worker carries
+#: them, so the worker needs no xraydb (:func:`resolved_lookups`, :func:`preload_lookups`).
+_RESOLVED: dict[tuple[str, float | None], Any] = {}
+_FORMULAS: dict[str, tuple[tuple[str, float], ...]] = {}
 
 
 @lru_cache(maxsize=4096)
@@ -90,6 +99,14 @@ class Material:
 
 def formula_mass_fractions(formula: str) -> tuple[tuple[str, float], ...]:
     """Mass fractions of the elements of a chemical formula (e.g. ``"LiFePO4"``)."""
+    if not isinstance(formula, str):
+        raise XrmInputError(f"chemical formula must be a string, got {formula!r}")
+    if formula not in _FORMULAS:
+        _FORMULAS[formula] = _formula_mass_fractions(formula)
+    return _FORMULAS[formula]
+
+
+def _formula_mass_fractions(formula: str) -> tuple[tuple[str, float], ...]:
     xraydb = _xraydb()
     try:
         counts = xraydb.chemparse(formula)
@@ -260,6 +277,20 @@ ALIASES = {"aluminium": "Al", "aluminum": "Al", "copper": "Cu", "nickel": "Ni", 
            "kapton": "Kapton", "glass_fibre": "borosilicate", "lfp": "LiFePO4", "carbon": "graphite"}
 
 
+def resolved_lookups() -> dict[str, dict]:
+    """A copy of the material and formula lookups answered so far in this process."""
+    return {"materials": dict(_RESOLVED), "formulas": dict(_FORMULAS)}
+
+
+def preload_lookups(lookups: Mapping[str, Mapping]) -> None:
+    """Answer these lookups without xraydb (from :func:`resolved_lookups` on another machine)."""
+    for key, mat in lookups.get("materials", {}).items():
+        if not isinstance(mat, Material):
+            raise XrmInputError(f"preloaded material {key!r} is not a Material")
+        _RESOLVED[key] = mat
+    _FORMULAS.update(lookups.get("formulas", {}))
+
+
 def get_material(name: str, density_g_cm3: float | None = None) -> Material:
     """Look up a material by name, element symbol or chemical formula.
 
@@ -278,6 +309,16 @@ def get_material(name: str, density_g_cm3: float | None = None) -> Material:
     """
     if not isinstance(name, str) or not name.strip():
         raise XrmInputError(f"material must be a non-empty string, got {name!r}")
+    try:
+        memo_key = (name, None if density_g_cm3 is None else float(density_g_cm3))
+    except (TypeError, ValueError):
+        raise XrmInputError(f"density_g_cm3 of {name!r} must be a number, got {density_g_cm3!r}") from None
+    if memo_key not in _RESOLVED:
+        _RESOLVED[memo_key] = _lookup(name, density_g_cm3)
+    return _RESOLVED[memo_key]
+
+
+def _lookup(name: str, density_g_cm3: float | None) -> Material:
     lib = named_materials()
     lower = {k.lower(): k for k in lib}
     key = name.strip()

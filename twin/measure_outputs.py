@@ -36,7 +36,7 @@ def _safe(name: str) -> str:
 
 def write_measure_outputs(out_dir: str | Path, meas: Mapping[str, Any], volume: np.ndarray,
                           voxel_size_um: float, origin_mm, *, title: str = "",
-                          render_3d: bool = True) -> list[tuple[str, Path]]:
+                          render_3d: bool = True, figures_too: bool = True) -> list[tuple[str, Path]]:
     """Write the measurement's figures and thickness files; see the module docstring.
 
     Parameters
@@ -54,13 +54,41 @@ def write_measure_outputs(out_dir: str | Path, meas: Mapping[str, Any], volume: 
         Figure title (the scenario name).
     render_3d : bool
         Draw ``components_3d.png`` (about 10-25 s for eight components).
+    figures_too : bool
+        False: only the thickness files (TIFF, PLY), no figure (no matplotlib needed).
+
+    Returns
+    -------
+    list of (caption, path)
+        The figures written.
     """
-    from recon import figures as rfig
     from recon.metrology import write_thickness_ply, write_thickness_tiff
-    from twin.report import histogram_figure, orthoslices_figure
 
     out = Path(out_dir)
-    fig_dir = out / "figures"
+    if figures_too:
+        figures = _figures(out / "figures", meas, volume, voxel_size_um, origin_mm, title=title,
+                           render_3d=render_3d)
+    else:
+        figures = []
+    for name, (tmap, vox_um) in (meas.get("thickness_maps") or {}).items():
+        safe = _safe(name)
+        with atomic_path(out / "thickness" / f"{safe}.tif") as tmp:
+            write_thickness_tiff(tmp, tmap, voxel_size_um=vox_um)
+        mask = tmap > 0
+        if np.count_nonzero(mask) >= 8:
+            # a block-downsampled map's voxel 0 is centred (factor - 1) / 2 fine voxels in
+            factor = vox_um / float(voxel_size_um)
+            o = np.asarray(origin_mm, float) + (factor - 1.0) / 2.0 * float(voxel_size_um) / 1000.0
+            with atomic_path(out / "thickness" / f"{safe}.ply") as tmp:
+                write_thickness_ply(tmp, mask, tmap, vox_um, origin_mm=o)
+    return figures
+
+
+def _figures(fig_dir: Path, meas: Mapping[str, Any], volume: np.ndarray, voxel_size_um: float,
+             origin_mm, *, title: str, render_3d: bool) -> list[tuple[str, Path]]:
+    from recon import figures as rfig
+    from twin.report import histogram_figure, orthoslices_figure
+
     labels = meas["labels"]
     names = {int(k): v for k, v in meas["segmentation"]["components"].items()}
     figures: list[tuple[str, Path]] = [
@@ -90,15 +118,6 @@ def write_measure_outputs(out_dir: str | Path, meas: Mapping[str, Any], volume: 
                         rfig.thickness_map_figure(tmap, fig_dir / f"thickness_map_{safe}.png",
                                                   voxel_size_um=vox_um,
                                                   title=f"{name}: local thickness")))
-        with atomic_path(out / "thickness" / f"{safe}.tif") as tmp:
-            write_thickness_tiff(tmp, tmap, voxel_size_um=vox_um)
-        mask = tmap > 0
-        if np.count_nonzero(mask) >= 8:
-            # a block-downsampled map's voxel 0 is centred (factor - 1) / 2 fine voxels in
-            factor = vox_um / float(voxel_size_um)
-            o = np.asarray(origin_mm, float) + (factor - 1.0) / 2.0 * float(voxel_size_um) / 1000.0
-            with atomic_path(out / "thickness" / f"{safe}.ply") as tmp:
-                write_thickness_ply(tmp, mask, tmap, vox_um, origin_mm=o)
     det = meas.get("detectability") or {}
     for kind, pod in (det.get("pod") or {}).items():
         if pod.get("fit"):

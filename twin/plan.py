@@ -51,6 +51,9 @@ class Plan:
         Solid angle of each pixel seen from the focal spot (inverse square and obliquity).
     source_blur_sigma_px, optical_blur_sigma_px : float
         Gaussian sigmas in binned detector pixels.
+    phantom_recipe : dict, optional
+        Set on a plan read from a ``phantom="recipe"`` plan file, whose ``scene`` is None until
+        :func:`twin.planfile.materialise` rebuilds it.
     """
 
     spec: ScanSpec
@@ -68,6 +71,7 @@ class Plan:
     truth: Any = None
     sample_center_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
     supersample: int = 1
+    phantom_recipe: Any = None
 
     @property
     def exposure_s(self) -> float:

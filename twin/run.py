@@ -27,16 +27,9 @@ def software_versions() -> dict[str, str]:
 def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, arch: str = "auto",
                  quiet: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the report dict (also written as report.json/html)."""
-    from recon.io import write_segmentation
-    from twin.measure import measure
     from twin.preview import preview_spec
-    from twin.reconstruct import reconstruct_nxtomo
-    from twin.measure_outputs import write_measure_outputs
-    from twin.plan import resolve_geometry
-    from twin.report import write_report
-    from twin.scan_time import scenario_scan_time_s
+    from twin.resources import check_fits
     from twin.simulate import simulate_to
-    from twin.truth_io import read_truth
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,10 +37,43 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     full_spec = spec
     if preview:
         spec, changes = preview_spec(spec)
-    from twin.resources import check_fits
-
     resources = check_fits(spec)
     sim = simulate_to(spec, out, arch=arch, quiet=quiet)
+    return _reconstruct_measure_report(spec, full_spec, sim, resources, out,
+                                       changes=changes if preview else None, quiet=quiet)
+
+
+def run_plan(plan, out_dir: str | Path, *, arch: str = "auto", quiet: bool = False) -> dict[str, Any]:
+    """:func:`run_scenario` for a resolved plan (a plan file on a GPU node or worker).
+
+    Where matplotlib is absent (a bare GPU node), the figures are skipped and the report says
+    so in ``warnings``; report.json and every data file are written as usual.
+    """
+    from twin.resources import check_fits
+    from twin.simulate import simulate_plan
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    resources = check_fits(plan.spec)
+    sim = simulate_plan(plan, out, arch=arch, quiet=quiet)
+    return _reconstruct_measure_report(plan.spec, plan.spec, sim, resources, out, changes=None,
+                                       quiet=quiet)
+
+
+def _reconstruct_measure_report(spec: ScanSpec, full_spec: ScanSpec, sim: dict[str, Any],
+                                resources: dict[str, Any], out: Path, *, changes, quiet: bool) -> dict[str, Any]:
+    """Reconstruct and measure a simulated scan in ``out``; write and return the report."""
+    from recon.io import write_segmentation
+    from twin.measure import measure
+    from twin.measure_outputs import write_measure_outputs
+    from twin.plan import resolve_geometry
+    from twin.reconstruct import reconstruct_nxtomo
+    from twin.report import write_report
+    from twin.scan_time import scenario_scan_time_s
+    from twin.truth_io import read_truth
+
+    preview = changes is not None
+    warnings = list(sim.get("warnings", []))
     rec = reconstruct_nxtomo(out / "projections.h5", out, arch=sim["arch"], quiet=quiet)
     volume = rec.pop("volume")
     undenoised = rec.pop("volume_undenoised", None)
@@ -62,8 +88,16 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     write_segmentation(out / "segmentation.h5", meas["labels"],
                        {int(k): v for k, v in meas["segmentation"]["components"].items()},
                        rec["voxel_size_um"], rec["origin_mm"], defects=meas.get("defect_map"))
+    try:
+        import matplotlib  # noqa: F401
+        draw = True
+    except ImportError:
+        draw = False
+    if not draw:
+        warnings.append("matplotlib is not installed here: figures were not drawn")
     figures = write_measure_outputs(out, meas, volume, rec["voxel_size_um"], rec["origin_mm"],
-                                    title=spec.name, render_3d=bool(spec.measure.get("render_3d", True)))
+                                    title=spec.name, render_3d=bool(spec.measure.get("render_3d", True)),
+                                    figures_too=draw)
     report: dict[str, Any] = {
         "scenario": spec.name,
         "description": spec.description,
@@ -85,7 +119,7 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
         "timing_s": {"simulate": sim["timing_s"]["simulate"], "reconstruct": rec["timing_s"]["reconstruct"],
                      "measure": meas["timing_s"]["measure"]},
         "software": software_versions(),
-        "warnings": sim.get("warnings", []),
+        "warnings": warnings,
     }
     full_voxel_um = resolve_geometry(full_spec).voxel_size_um
     if preview:

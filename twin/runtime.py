@@ -77,6 +77,20 @@ def init_taichi(arch: str = "auto", *, cpu_threads: int | None = None) -> str:
     return _current
 
 
+def host_threads() -> int:
+    """Worker threads for host-side (numpy / scikit-image / edt) parallel loops.
+
+    ``XRM_TWIN_THREADS`` when set, else the cores this process may run on.
+    """
+    env = os.environ.get("XRM_TWIN_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def current_arch() -> str | None:
     """The arch Taichi was initialised with, or None."""
     return _current

@@ -78,6 +78,13 @@ def simulate_plan(plan: Plan, out_dir: str | Path, *, arch: str = "auto", quiet:
     """Simulate a resolved :class:`Plan` (e.g. loaded from a plan file on a GPU node)."""
     t0 = time.perf_counter() if t0 is None else t0
     used_arch = init_taichi(arch)
+    rebuilt_warnings: list[str] = []
+    if plan.scene is None and plan.phantom_recipe is not None:  # a recipe plan file
+        from twin.planfile import materialise
+
+        plan, rebuilt_warnings = materialise(plan)
+        for w in rebuilt_warnings:
+            logging.getLogger("xrm_twin").warning(w)
     spec = plan.spec
     g = plan.geometry
     dtype = output_dtype(plan)
@@ -104,11 +111,12 @@ def simulate_plan(plan: Plan, out_dir: str | Path, *, arch: str = "auto", quiet:
         write_truth(out / "truth.h5", grid, defects, instances,
                     attrs={"phantom": spec.phantom["kind"], "software": f"xrm-twin {__version__}"})
     result = summary(plan)
+    result["warnings"] = list(rebuilt_warnings)
     if result["detector"]["flat_field_full_well_fraction"] > 1.0:
-        result["warnings"] = [f"the flat field saturates the detector "
+        result["warnings"] += [f"the flat field saturates the detector "
                               f"({result['detector']['flat_field_full_well_fraction']:.1f} x full well): "
                               "reduce detector.exposure_s or source.power_w"]
-        logging.getLogger("xrm_twin").warning(result["warnings"][0])
+        logging.getLogger("xrm_twin").warning(result["warnings"][-1])
     result["arch"] = used_arch
     result["ray_samples"] = totals["ray_samples"]
     result["timing_s"] = {"simulate": time.perf_counter() - t0}
