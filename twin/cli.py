@@ -133,7 +133,9 @@ def plan(
             raise XrmInputError(f"--phantom must be grids or recipe, got {phantom!r}")
         save_plan(resolve(spec), out, phantom=phantom)
         if not _state["quiet"]:
-            console.print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+            size = out.stat().st_size
+            console.print(f"wrote {out} ({size / 2**20:.1f} MiB)" if size >= 2**20
+                          else f"wrote {out} ({size / 1024:.0f} KiB)")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 
