@@ -29,6 +29,8 @@ BENCHES = {
                  "--fixed-views", "64", "--fixed-size", "64", "--proj-sizes", "48", "64", "96", "128",
                  "--repeat", "1"], ["bench/bench_scaling.py"]),
     "phantoms": (["bench/bench_phantoms.py", "--n", "256", "--repeat", "1"], ["bench/bench_phantoms.py"]),
+    "measure_memory": (["bench/bench_measure_memory.py", "--sizes", "128"],
+                       ["bench/bench_measure_memory.py", "--sizes", "256,384,512"]),
     "sweep": (["bench/bench_sweep.py", "--scheduler", "none"], ["bench/bench_sweep.py"]),
     "dataset": (["bench/bench_dataset.py", "--count", "4"], ["bench/bench_dataset.py"]),
     # every built-in with --preview (about 20 minutes): full runs only

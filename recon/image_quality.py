@@ -61,23 +61,38 @@ def cnr(volume: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray, *, erode_vox
     return abs(ma - mb) / sb
 
 
-def touching_pairs(labels: np.ndarray, *, min_contact_voxels: int = 1) -> list[tuple[int, int]]:
-    """Pairs (a, b), a < b, of labels > 0 that share a face somewhere."""
+def touching_pairs(labels: np.ndarray, *, min_contact_voxels: int = 1,
+                   slab: int = 32) -> list[tuple[int, int]]:
+    """Pairs (a, b), a < b, of labels > 0 that share a face somewhere.
+
+    The faces are counted slab by slab (``slab`` planes along z at a time), so the
+    temporaries are a slab's, not the volume's.
+    """
     lab = np.asarray(labels)
-    counts: dict[tuple[int, int], int] = {}
-    for ax in range(3):
-        a = np.moveaxis(lab, ax, 0)
-        u, w = a[:-1].ravel(), a[1:].ravel()
+    base = int(lab.max(initial=0)) + 1
+    counts: dict[int, int] = {}
+
+    def add(u: np.ndarray, w: np.ndarray) -> None:
         sel = (u != w) & (u > 0) & (w > 0)
         if not sel.any():
-            continue
-        lo, hi = np.minimum(u[sel], w[sel]), np.maximum(u[sel], w[sel])
-        key = lo.astype(np.int64) * (int(lab.max()) + 1) + hi
-        ks, cs = np.unique(key, return_counts=True)
+            return
+        us, ws = u[sel].astype(np.int64), w[sel].astype(np.int64)
+        ks, cs = np.unique(np.minimum(us, ws) * base + np.maximum(us, ws), return_counts=True)
         for k, c in zip(ks.tolist(), cs.tolist()):
-            pair = divmod(k, int(lab.max()) + 1)
-            counts[pair] = counts.get(pair, 0) + c
-    return sorted(p for p, c in counts.items() if c >= int(min_contact_voxels))
+            counts[k] = counts.get(k, 0) + c
+
+    nz = lab.shape[0]
+    for z0 in range(0, nz, slab):
+        z1 = min(z0 + slab, nz)
+        block = lab[z0:z1]
+        add(block[:, :-1], block[:, 1:])          # faces along y
+        add(block[:, :, :-1], block[:, :, 1:])    # faces along x
+        if z1 < nz:                               # faces along z, the next slab's first plane included
+            nxt = lab[z0 + 1:z1 + 1]
+            add(block, nxt)
+        elif z1 - z0 > 1:
+            add(block[:-1], block[1:])
+    return sorted(divmod(k, base) for k, c in counts.items() if c >= max(int(min_contact_voxels), 1))
 
 
 def cnr_pairs(volume: np.ndarray, labels: np.ndarray, names: Mapping[int, str], *,

@@ -66,6 +66,10 @@ def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
                  for s, n in zip(sl[0], mask.shape))
 
 
+#: Faces handled at once where a per-face temporary is needed (about 72 bytes per face).
+_FACE_CHUNK = 1 << 20
+
+
 def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
                  grey: np.ndarray | None = None, level: float | None = None,
                  origin_mm: Sequence[float] | None = None, step_size: int = 1,
@@ -105,6 +109,22 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
 
     vs = isotropic_voxel_um(voxel_size_um, what="surface area")
     mask = np.asarray(mask, bool)
+    f, lev, cube_mask, start = _mesh_field(mask, smooth_sigma_vox, grey, level, cut_faces)
+    verts, faces, _, _ = measure.marching_cubes(f, lev, mask=cube_mask, step_size=int(step_size),
+                                                allow_degenerate=False)
+    verts = verts - _PAD + start  # array index coordinates (z, y, x)
+    if not cut_faces:
+        faces = faces[_faces_inside(verts, faces, mask.shape)]
+    xyz = verts[:, ::-1] * (vs / 1000.0)
+    if origin_mm is not None:
+        xyz = xyz + np.asarray(origin_mm, float)
+    return xyz, faces
+
+
+def _mesh_field(mask: np.ndarray, smooth_sigma_vox: float, grey: np.ndarray | None,
+                level: float | None, cut_faces: bool):
+    """The padded field that marching cubes meshes at ``lev`` (see :func:`surface_mesh`):
+    returns (field, lev, cube mask or None, index of the field's first voxel minus the pad)."""
     sl = _bbox(mask, _PAD)
     sub = mask[sl]
     # The sub-array ends in background wherever it does not reach the array's faces; there,
@@ -112,9 +132,9 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
     # padding continues the data (open surface) and constant padding closes it (cut faces).
     mode = "constant" if cut_faces else "edge"
     if grey is None:
-        f = np.pad(sub.astype(np.float32), _PAD, mode=mode)
+        f = np.pad(sub, _PAD, mode=mode).astype(np.float32)  # pad the bools: one float copy
         if smooth_sigma_vox > 0:
-            f = ndi.gaussian_filter(f, float(smooth_sigma_vox))
+            ndi.gaussian_filter(f, float(smooth_sigma_vox), output=f)
         lev, cube_mask = 0.5, None
     else:
         if level is None:
@@ -134,31 +154,62 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
     if f.max() <= lev or f.min() >= lev:
         raise XrmInputError("the component has no boundary at this level (too thin for the "
                             "smoothing, or a level outside the data); lower smooth_sigma_vox")
-    verts, faces, _, _ = measure.marching_cubes(f, lev, mask=cube_mask, step_size=int(step_size),
-                                                allow_degenerate=False)
-    start = np.array([s.start for s in sl], float)
-    verts = verts - _PAD + start  # array index coordinates (z, y, x)
-    if not cut_faces:
-        cen = verts[faces].mean(axis=1)
-        inside = np.all((cen >= -0.5) & (cen <= np.array(mask.shape) - 0.5), axis=1)
-        faces = faces[inside]
-    xyz = verts[:, ::-1] * (vs / 1000.0)
-    if origin_mm is not None:
-        xyz = xyz + np.asarray(origin_mm, float)
-    return xyz, faces
+    return f, lev, cube_mask, np.array([s.start for s in sl], float)
+
+
+def _faces_inside(verts: np.ndarray, faces: np.ndarray, shape) -> np.ndarray:
+    """Faces whose centroid lies inside the array's voxel extent (chunks of faces: verts[faces]
+    is 72 bytes per face)."""
+    inside = np.empty(len(faces), bool)
+    hi = np.array(shape) - 0.5
+    for i in range(0, len(faces), _FACE_CHUNK):
+        cen = verts[faces[i:i + _FACE_CHUNK]].mean(axis=1)
+        inside[i:i + _FACE_CHUNK] = np.all((cen >= -0.5) & (cen <= hi), axis=1)
+    return inside
+
+
+def _triangle_area_sum(verts: np.ndarray, faces: np.ndarray) -> float:
+    """Sum of ``|(b - a) x (c - a)| / 2`` over the faces, in chunks."""
+    total = 0.0
+    for i in range(0, len(faces), _FACE_CHUNK):
+        tri = verts[faces[i:i + _FACE_CHUNK]]
+        total += 0.5 * float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                                            axis=1).sum())
+    return total
 
 
 def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
                      grey: np.ndarray | None = None, level: float | None = None,
-                     cut_faces: bool = False) -> float:
-    """Surface area in mm^2 of a component by marching cubes (see :func:`surface_mesh`)."""
+                     cut_faces: bool = False, slab: int = 64) -> float:
+    """Surface area in mm^2 of a component by marching cubes (see :func:`surface_mesh`).
+
+    The field is meshed ``slab`` cube layers at a time (each slab shares its last plane with
+    the next): marching cubes builds each cube's triangles from that cube's 8 corners alone, so
+    the triangles, and the area, are those of the whole-volume mesh, while the mesh in memory
+    is one slab's (a foam's whole mesh at 1024^3 is tens of GiB).
+    """
     from skimage import measure
 
-    verts, faces = surface_mesh(mask, voxel_size_um, smooth_sigma_vox=smooth_sigma_vox,
-                                grey=grey, level=level, cut_faces=cut_faces)
-    if faces.size == 0:
-        return 0.0
-    return float(measure.mesh_surface_area(verts, faces))
+    vs = isotropic_voxel_um(voxel_size_um, what="surface area")
+    mask = np.asarray(mask, bool)
+    f, lev, cube_mask, start = _mesh_field(mask, smooth_sigma_vox, grey, level, cut_faces)
+    total = 0.0
+    nz = f.shape[0]
+    for z0 in range(0, nz - 1, int(slab)):
+        z1 = min(z0 + int(slab) + 1, nz)
+        part = f[z0:z1]
+        if part.max() <= lev or part.min() >= lev:
+            continue  # no crossing in this slab
+        verts, faces, _, _ = measure.marching_cubes(
+            part, lev, mask=None if cube_mask is None else cube_mask[z0:z1], allow_degenerate=False)
+        if faces.size == 0:
+            continue
+        verts = verts - _PAD + start
+        verts[:, 0] += z0
+        if not cut_faces:
+            faces = faces[_faces_inside(verts, faces, mask.shape)]
+        total += _triangle_area_sum(verts, faces)
+    return total * (vs / 1000.0) ** 2
 
 
 def _grey_level(grey: np.ndarray, mask: np.ndarray) -> float:

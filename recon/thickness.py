@@ -119,7 +119,7 @@ def squared_edt_voxels(mask: np.ndarray, *, border: str = "open") -> np.ndarray:
         from twin.runtime import host_threads
 
         d2 = _edt.edtsq(mask, black_border=(border == "background"), parallel=host_threads())
-        return np.rint(d2).astype(np.int32)
+        return np.rint(d2, out=d2).astype(np.int32)  # float32 holds these integers exactly
     except ImportError:
         pass
     from scipy import ndimage as ndi
@@ -128,7 +128,8 @@ def squared_edt_voxels(mask: np.ndarray, *, border: str = "open") -> np.ndarray:
     d = ndi.distance_transform_edt(m)
     if border == "background":
         d = d[1:-1, 1:-1, 1:-1]
-    return np.rint(d * d).astype(np.int32)
+    np.multiply(d, d, out=d)
+    return np.rint(d, out=d).astype(np.int32)
 
 
 # --------------------------------------------------------------------------------- kernels
@@ -283,16 +284,18 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
     """
     vs = isotropic_voxel_um(voxel_size_um)
     mask = _check_mask(mask)
-    full = np.zeros(mask.shape, dtype=np.float32)
     if not mask.any():
-        return full
+        return np.zeros(mask.shape, dtype=np.float32)
     # Work on the bounding box plus one voxel: the margin is background wherever the box does
     # not reach the array edge, and a background plane beside a voxel is never farther than
     # the perpendicular foot on it, so the squared EDT (and every ball) is unchanged.
     box = ndi.find_objects(mask.astype(np.uint8))[0]
     box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))
-    sub = np.ascontiguousarray(mask[box])
-    full[box] = _local_thickness_vox(sub, border=border, chunk=chunk)
+    if all(b.stop - b.start == n for b, n in zip(box, mask.shape)):  # spans the array: no copy
+        full = _local_thickness_vox(mask, border=border, chunk=chunk)
+    else:
+        full = np.zeros(mask.shape, dtype=np.float32)
+        full[box] = _local_thickness_vox(np.ascontiguousarray(mask[box]), border=border, chunk=chunk)
     full *= np.float32(vs)
     full[~mask] = 0.0
     return full
@@ -300,13 +303,13 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
 
 def _local_thickness_vox(mask: np.ndarray, *, border: str, chunk: int) -> np.ndarray:
     """Local thickness in voxels (``2 sqrt(D)``) of a validated boolean mask."""
-    out = np.zeros(mask.shape, dtype=np.float32)
     d2 = squared_edt_voxels(mask, border=border)
     ridge = distance_ridge(d2)
     cz, cy, cx = (a.astype(np.int32) for a in np.nonzero(ridge))
     del ridge
     cd2 = d2[cz, cy, cx].astype(np.int32)
-    del d2
+    del d2  # before the output is allocated: the peak is the distance transform's
+    out = np.zeros(mask.shape, dtype=np.float32)
     # Per squared radius D: paint balls one by one (cost ~ n * ball volume) or, for levels with
     # many centres (thick plates), dilate the level's centres at once by an EDT of their bounding
     # box (cost ~ box volume). Both give identical values; the cost model only picks the faster.

@@ -109,3 +109,24 @@ def test_measure_labels_file(tmp_path):
     v_true = 4 / 3 * np.pi * (r * 0.01) ** 3
     assert m["volume_mm3"] == pytest.approx(v_true, rel=0.01)
     assert m["surface_mm2"] == pytest.approx(4 * np.pi * (r * 0.01) ** 2, rel=0.02)
+
+
+def test_a_scan_whose_measurement_cannot_fit_is_refused_before_it_runs(tmp_path, monkeypatch):
+    """On a 24 GiB machine the full-scale zoom is refused up front, naming the measurement
+    (7 float32 volumes of 1024^3 = 28 GiB), and nothing is written; the preview runs the check
+    and passes it."""
+    from twin.resources import MEASURE_PEAK_VOLUMES, check_fits, estimate
+    from twin.scenario import load_scenario
+    from twin.preview import preview_spec
+
+    monkeypatch.setenv("XRM_TWIN_MAX_BYTES", str(24 * 2**30))
+    full = load_scenario("nimh-zoom")
+    est = estimate(full)
+    assert est["volume_bytes"] == 1024 ** 3 * 4
+    assert est["measure_bytes"] >= MEASURE_PEAK_VOLUMES * 1024 ** 3 * 4  # + undenoised + truth
+    res = runner.invoke(app, ["run", "nimh-zoom", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert "measurement" in text and "this machine has 24.0 GiB" in text
+    assert not (tmp_path / "r" / "projections.h5").exists()
+    check_fits(preview_spec(full)[0])  # no error

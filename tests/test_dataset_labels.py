@@ -148,3 +148,6 @@ def test_battery_phantom_labels_are_its_truth(tmp_path):
 
     simulate_to(validate(scenario), tmp_path / "sim", arch="cpu", quiet=True)
     np.testing.assert_array_equal(read_truth(tmp_path / "sim" / "truth.h5")["labels"], labels)
+    full, lean = read_truth(tmp_path / "sim" / "truth.h5"), read_truth(tmp_path / "sim" / "truth.h5", instances=False)
+    assert full["instances"] is not None and full["instances"].shape == labels.shape
+    assert lean["instances"] is None and np.array_equal(lean["labels"], full["labels"])

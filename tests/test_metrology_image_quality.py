@@ -156,3 +156,26 @@ def test_edge_blur_needs_both_sides():
     inside = np.zeros((8, 8, 8), bool)
     with pytest.raises(XrmInputError, match="both sides"):
         iq.edge_blur_at_interface(vol, inside, np.ones_like(inside), 1.0)
+
+
+def test_touching_pairs_slab_by_slab_equals_a_brute_force_count():
+    """Face contacts counted slab by slab equal a direct count over every voxel pair."""
+    from recon.image_quality import touching_pairs
+
+    rng = np.random.default_rng(7)
+    lab = rng.integers(0, 5, (13, 9, 11)).astype(np.uint8)
+    lab[lab == 4] = 0
+    lab[6:, :, :] = np.where(lab[6:] == 3, 0, lab[6:])  # label 3 only in the first planes
+    lab[0, 0, 0], lab[12, 8, 10] = 9, 9                  # label 9 touches only what is beside it
+    counts = {}
+    for ax in range(3):
+        a, b = np.moveaxis(lab, ax, 0)[:-1].ravel(), np.moveaxis(lab, ax, 0)[1:].ravel()
+        for u, w in zip(a.tolist(), b.tolist()):
+            if u != w and u > 0 and w > 0:
+                key = (min(u, w), max(u, w))
+                counts[key] = counts.get(key, 0) + 1
+    for slab in (1, 2, 5, 32):
+        for need in (1, 3, 40):
+            want = sorted(k for k, c in counts.items() if c >= need)
+            assert touching_pairs(lab, min_contact_voxels=need, slab=slab) == want, (slab, need)
+    assert touching_pairs(np.zeros((4, 4, 4), np.uint8)) == []

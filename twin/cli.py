@@ -365,7 +365,7 @@ def measure(
         from twin.truth_io import read_truth
 
         data = read_volume(volume)
-        t = read_truth(truth) if truth is not None else None
+        t = read_truth(truth, instances=False) if truth is not None else None
         out.mkdir(parents=True, exist_ok=True)
         figures = []
         if "volume" in data:

@@ -148,7 +148,7 @@ def _truth_in_overlap(before: Mapping[str, Any], after: Mapping[str, Any], reg: 
     dv = (before["voxel_size_um"] / 1000.0) ** 3
     counts: dict[str, float] = {k: 0.0 for k in kinds}
     for sign, run in ((-1.0, before), (1.0, after)):
-        truth = read_truth(run["truth_path"])
+        truth = read_truth(run["truth_path"], instances=False)
         t = truth_on_grid(truth, run["volume"].shape, run["voxel_size_um"], run["origin_mm"])
         if run is after:
             t = np.rint(apply_rigid(t.astype(np.float32), reg, order=0, cval=-1.0)).astype(np.int32)

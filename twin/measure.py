@@ -25,7 +25,10 @@ MAX_CLASSES = 6
 
 
 def truth_on_grid(truth: Mapping[str, Any], shape_zyx, voxel_size_um: float, origin_mm) -> np.ndarray:
-    """Truth labels resampled (nearest voxel centre) onto another grid; -1 outside the truth."""
+    """Truth labels resampled (nearest voxel centre) onto another grid; -1 outside the truth.
+
+    Returns int16 (int32 for labels of 2^15 and more), shape ``shape_zyx``.
+    """
     lab = truth["labels"]
     tv = np.broadcast_to(np.asarray(truth["voxel_size_um"], float), (3,)) / 1000.0
     to = np.asarray(truth["origin_mm"], float)
@@ -39,12 +42,32 @@ def truth_on_grid(truth: Mapping[str, Any], shape_zyx, voxel_size_um: float, ori
         idx.append(i)
     ix, iy, iz = idx
     tz, ty, tx = lab.shape
-    okx, oky, okz = (ix >= 0) & (ix < tx), (iy >= 0) & (iy < ty), (iz >= 0) & (iz < tz)
-    out = np.full(shape_zyx, -1, np.int32)
-    sub = lab[np.ix_(np.clip(iz, 0, tz - 1), np.clip(iy, 0, ty - 1), np.clip(ix, 0, tx - 1))]
-    valid = okz[:, None, None] & oky[None, :, None] & okx[None, None, :]
-    out[valid] = sub[valid]
+    dtype = np.int16 if int(lab.max(initial=0)) < 2 ** 15 else np.int32
+    out = np.full(shape_zyx, -1, dtype)
+    box = []  # the indices are increasing, so the voxels inside the truth form one box
+    for i, n_t in ((iz, tz), (iy, ty), (ix, tx)):
+        ok = np.flatnonzero((i >= 0) & (i < n_t))
+        if ok.size == 0:
+            return out
+        box.append((int(ok[0]), int(ok[-1]) + 1))
+    (z0, z1), (y0, y1), (x0, x1) = box
+    out[z0:z1, y0:y1, x0:x1] = lab[np.ix_(iz[z0:z1], iy[y0:y1], ix[x0:x1])]
     return out
+
+
+def label_counts(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Voxels of each label >= 0 inside ``region`` (``counts[l]``), slab by slab (no full copy)."""
+    counts = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
+    for z0 in range(0, labels.shape[0], 64):
+        sel = labels[z0:z0 + 64][region[z0:z0 + 64]]
+        c = np.bincount(sel[sel >= 0], minlength=counts.size)
+        counts += c[:counts.size]
+    return counts
+
+
+def smallest_label_dtype(max_label: int) -> type:
+    """uint8, uint16 or int32: the smallest integer type that holds labels 0..max_label."""
+    return np.uint8 if max_label < 256 else np.uint16 if max_label < 65536 else np.int32
 
 
 def field_of_view_mask(shape_zyx, *, margin_vox: int = 2) -> np.ndarray:
@@ -82,7 +105,8 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
     """
     from scipy import ndimage
 
-    comp = np.zeros(classes.shape, np.int32)
+    top = max([int(classes.max(initial=0))] + [int(l) for l in (truth_names or {})])
+    comp = np.zeros(classes.shape, smallest_label_dtype(top))
     names: dict[int, str] = {}
     dice: dict[str, Any] = {}
     n_classes = int(classes.max(initial=0)) + 1
@@ -94,7 +118,8 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
     struct = ndimage.generate_binary_structure(3, 1)
     # smallest components first: a thin phase embedded in a bulky one (Ni foam in its paste)
     # keeps its voxels; later, bulkier components cannot claim voxels already taken
-    sizes = {l: int(np.count_nonzero((truth_labels == l) & region)) for l in truth_names if l > 0}
+    counts = label_counts(truth_labels, region)
+    sizes = {l: int(counts[l]) if l < counts.size else 0 for l in truth_names if l > 0}
     for label in sorted(sizes, key=lambda l: (sizes[l], l)):
         name = truth_names[label]
         truth_c = (truth_labels == label) & region
@@ -183,7 +208,9 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
         t_names = {int(m["label"]): m["name"] for m in truth.get("materials", [])}
     if classes is None:
         if t_grid is not None:
-            lab, cnt = np.unique(t_grid[region], return_counts=True)
+            counts = label_counts(t_grid, region)
+            lab = np.flatnonzero(counts)
+            cnt = counts[lab]
             mus = [truth_mu_key(truth, int(l)) for l in lab]
             frac = cnt / cnt.sum()
             distinct = {round(m, 2) for m, f in zip(mus, frac) if f >= MIN_COMPONENT_FRACTION}
@@ -196,6 +223,7 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
     seg, thresholds = segmentation.segment_multiotsu(smooth, classes, mask=region,
                                                      min_island_voxels=min_island_voxels)
     comp, names, dice = name_classes(seg, t_grid, region, t_names, grey=smooth)
+    del smooth, seg  # the largest arrays of the segmentation: freed before the metrology
     out: dict[str, Any] = {"segmentation": {"classes": classes, "smooth_sigma_vox": smooth_sigma_vox,
                                             "thresholds_per_mm": [float(t) for t in thresholds],
                                             "components": {str(k): v for k, v in names.items()},
@@ -214,16 +242,20 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
         if "thickness_map_um" in rec:
             out["thickness_maps"][name] = (rec.pop("thickness_map_um"), rec["thickness_um"]["voxel_um"])
     if t_grid is not None:
-        present = {l: n for l, n in t_names.items() if l > 0 and np.any(t_grid[region] == l)}
+        counts = label_counts(t_grid, region)
+        seen = {int(l) for l in np.flatnonzero(counts)}
+        present = {l: n for l, n in t_names.items() if l > 0 and l in seen}
         tg = np.where(region, t_grid, 0)
         out["metrology_truth"] = metrology.measure_components(tg, vs, present, thickness=thickness,
                                                               allow_missing=True)
+        del tg
         # labels shifted by one so that 0 is "outside the measured region", not air: in an
         # interior scan the truth's air is only what lies inside the field of view
-        in_region = {l: n for l, n in {0: "air", **present}.items() if np.any(t_grid[region] == l)}
-        cnr = image_quality.cnr_pairs(vol, np.where(region, t_grid + 1, 0),
-                                      {l + 1: n for l, n in in_region.items()},
+        in_region = {l: n for l, n in {0: "air", **present}.items() if l in seen}
+        shifted = np.where(region, t_grid + 1, 0)
+        cnr = image_quality.cnr_pairs(vol, shifted, {l + 1: n for l, n in in_region.items()},
                                       include_background=False)
+        del shifted
         out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()},
                                 "cnr_detail": cnr}
         raw = vol if undenoised is None else np.asarray(undenoised, np.float32)
@@ -243,7 +275,7 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
         out["defect_map"] = np.zeros(vol.shape, np.uint16)
     out["labels"] = comp
     if t_grid is not None:  # the truth on the volume's grid, 0 outside the measured region
-        out["truth_labels"] = np.where(region, t_grid, 0).astype(np.int32)
+        out["truth_labels"] = np.where(region, t_grid, 0)
         out["truth_names"] = {l: n for l, n in t_names.items() if l > 0}
     out["timing_s"] = {"measure": time.perf_counter() - t0}
     return out

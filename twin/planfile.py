@@ -16,7 +16,7 @@ Two ways to carry a built-in battery phantom:
   checked by digest. :func:`materialise` rebuilds the scene, checks the material order
   (an error if it differs: the table rows would be wrong) and compares the digests (a
   warning naming the grids that differ and by how many voxels per label). A preview zoom plan
-  goes from 83 MiB to 26 KB, as does the full-scale one (a 1021^3 VOI) from 1.3 GiB to 26 KB.
+  goes from 83 MiB to 26 KB, and the full-scale one (a 1021^3 VOI) from 1.3 GiB to 26 KB.
 """
 
 from __future__ import annotations

@@ -18,6 +18,11 @@ CPU_RAY_SAMPLES_PER_S = 5.0e7
 #: Voxel updates per second of FDK backprojection, 2 CPU cores.
 CPU_VOXEL_UPDATES_PER_S = 3.0e8
 BYTES_LABEL = 1
+#: Peak memory of the ``measure`` stage in float32 volumes of the reconstruction: 5.8-6.5
+#: volumes above its input, measured at 384^3 and 512^3 crops of the full-scale nimh-zoom
+#: (2026-12-02), plus the volume itself. The undenoised volume, when kept, and the truth come
+#: on top.
+MEASURE_PEAK_VOLUMES = 7.0
 
 
 def available_bytes() -> int:
@@ -37,7 +42,8 @@ def estimate(spec: ScanSpec) -> dict[str, Any]:
     -------
     dict with ``projections_bytes`` (uint16 on disk), ``recon_input_bytes`` (float32 line
     integrals held by the reconstruction), ``volume_bytes``, ``phantom_bytes``,
-    ``peak_bytes`` (the largest stage), ``ray_samples``, ``voxel_updates``,
+    ``measure_bytes`` (segmentation and metrology of the volume), ``peak_bytes`` (the largest
+    stage), ``ray_samples``, ``voxel_updates``,
     ``cpu_time_s`` (simulate + reconstruct, 2 cores).
     """
     from twin.plan import phantom_voxel_um, resolve_geometry
@@ -70,9 +76,13 @@ def estimate(spec: ScanSpec) -> dict[str, Any]:
             g.voxel_size_um / phantom_voxel_um(spec, g) - 1e-6))))
     ray_samples = g.n_views * pix * ss * ss * grid_n * 1.3
     voxel_updates = g.n_views * n_xy * n_xy * g.rows
-    peak = max(proj_bytes // 2 + recon_in + volume_bytes, phantom_bytes * 3 + 256 * 2 ** 20)
+    denoised = str(spec.recon.get("denoise", "none")).lower() not in ("none", "")
+    measure_bytes = int(MEASURE_PEAK_VOLUMES * volume_bytes + (volume_bytes if denoised else 0)
+                        + phantom_bytes)
+    peak = max(proj_bytes // 2 + recon_in + volume_bytes, phantom_bytes * 3 + 256 * 2 ** 20, measure_bytes)
     return {"projections_bytes": proj_bytes, "recon_input_bytes": recon_in, "volume_bytes": volume_bytes,
-            "phantom_bytes": phantom_bytes, "peak_bytes": peak, "ray_samples": ray_samples,
+            "phantom_bytes": phantom_bytes, "measure_bytes": measure_bytes, "peak_bytes": peak,
+            "ray_samples": ray_samples,
             "voxel_updates": voxel_updates,
             "cpu_time_s": ray_samples / CPU_RAY_SAMPLES_PER_S + voxel_updates / CPU_VOXEL_UPDATES_PER_S}
 
@@ -91,6 +101,6 @@ def check_fits(spec: ScanSpec) -> dict[str, Any]:
         raise XrmInputError(
             f"scenario {spec.name!r} at full scale needs about {gib(est['peak_bytes'])} of memory "
             f"(projections {gib(est['recon_input_bytes'])} as float32, volume {gib(est['volume_bytes'])}, "
-            f"phantom grid {gib(est['phantom_bytes'])}) and about {est['cpu_time_s'] / 3600:.1f} h on 2 CPU "
+            f"phantom grid {gib(est['phantom_bytes'])}, measurement {gib(est['measure_bytes'])}) and about {est['cpu_time_s'] / 3600:.1f} h on 2 CPU "
             f"cores; this machine has {gib(have)}. Run it with --preview, or on a larger machine / GPU.")
     return est

@@ -77,7 +77,7 @@ def _reconstruct_measure_report(spec: ScanSpec, full_spec: ScanSpec, sim: dict[s
     rec = reconstruct_nxtomo(out / "projections.h5", out, arch=sim["arch"], quiet=quiet)
     volume = rec.pop("volume")
     undenoised = rec.pop("volume_undenoised", None)
-    truth = read_truth(out / "truth.h5") if (out / "truth.h5").exists() else None
+    truth = read_truth(out / "truth.h5", instances=False) if (out / "truth.h5").exists() else None
     maps = spec.measure.get("thickness_maps")
     if maps is None and spec.paper.get("metrology"):
         maps = [c for c, q in spec.paper["metrology"].items()

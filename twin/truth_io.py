@@ -89,8 +89,10 @@ def write_truth(path, grid: LabelGrid, defects: Sequence[Mapping[str, Any]] = ()
                 f.attrs[k] = v
 
 
-def read_truth(path) -> dict[str, Any]:
-    """Read ``truth.h5`` into a dict: labels, voxel_size_um, origin_mm, materials, defects."""
+def read_truth(path, *, instances: bool = True) -> dict[str, Any]:
+    """Read ``truth.h5`` into a dict: labels, voxel_size_um, origin_mm, materials, defects and
+    instances (None with ``instances=False``: the int32 instance grid is 4 bytes per voxel,
+    and measuring does not use it)."""
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -109,7 +111,7 @@ def read_truth(path) -> dict[str, Any]:
              "density_g_cm3": float(r["density_g_cm3"])}
             for r in f["materials"][...]] if "materials" in f else []
         out["defects"] = json.loads(f["defects"].attrs["json"]) if "defects" in f else []
-        out["instances"] = f["instances"][...] if "instances" in f else None
+        out["instances"] = f["instances"][...] if instances and "instances" in f else None
         out["attrs"] = {k: f.attrs[k] for k in f.attrs}
     if out["voxel_size_um"] is None:
         raise XrmInputError(f"{path}: /labels has no voxel_size_um attribute")

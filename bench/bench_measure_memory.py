@@ -1,0 +1,89 @@
+"""Peak memory and time of the ``measure`` stage against the volume size (issue 10).
+
+A zoom-scan-like volume is made from the NiMH phantom's truth at the paper's 3.62 um voxel
+(an N^3 VOI in the winding): attenuation at 60 keV per material (xraydb), Gaussian blur of
+1 voxel, Gaussian noise of 8 % of the attenuation range. ``twin.measure.measure`` then runs
+with the truth, as ``xrm-twin measure --truth`` does, under ``tracemalloc`` (numpy reports
+its arrays to it). The figure quoted is the traced peak in float32 volumes of the input:
+``twin.resources.MEASURE_PEAK_VOLUMES`` is set from it, so that ``xrm-twin run`` refuses
+a scan whose measurement cannot fit before it simulates for hours.
+
+Usage::
+
+    python bench/bench_measure_memory.py --sizes 256,384 --json bench/results/measure_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def zoom_like(n: int, seed: int = 1):
+    """An N^3 NiMH VOI at 3.623 um: (volume 1/mm float32, truth dict, voxel um, origin mm)."""
+    import phantoms
+    from scipy import ndimage
+    from twin.truth_io import read_truth, write_truth
+    import tempfile
+
+    vs_um = 3.623
+    size_mm = n * vs_um / 1000.0
+    ph = phantoms.build("nimh_aaa", {"cycles": 0}, seed=seed)
+    grid, defects, instances = ph.truth(vs_um, (2.5, 0.0, 10.0), (size_mm,) * 3)
+    with tempfile.TemporaryDirectory() as tmp:  # the truth as `measure` reads it
+        write_truth(Path(tmp) / "truth.h5", grid, defects, instances)
+        truth = read_truth(Path(tmp) / "truth.h5")
+    lut = np.zeros(len(grid.materials), np.float32)
+    for i, m in enumerate(grid.materials[1:], start=1):
+        lut[i] = m.mu_per_mm(np.array([60.0]))[0]
+    vol = lut[grid.labels]
+    ndimage.gaussian_filter(vol, 1.0, output=vol)
+    vol += np.random.default_rng(0).standard_normal(vol.shape, dtype=np.float32) * 0.08 * float(np.ptp(lut))
+    return vol, truth, vs_um, grid.origin_mm
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="256,384", help="VOI edges in voxels, comma separated")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    from twin.measure import measure
+    from twin.resources import MEASURE_PEAK_VOLUMES
+
+    rows = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        vol, truth, vs_um, origin = zoom_like(n)
+        truth["instances"] = None  # not used by measure
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        measure(vol, vs_um, origin, truth=truth, kvp=160.0, smooth_sigma_vox=0.5,
+                thickness_maps=["ni_foam"])
+        wall = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        row = {"n": n, "volume_bytes": vol.nbytes, "wall_s": wall, "peak_traced_bytes": peak,
+               "peak_over_input_volumes": peak / vol.nbytes}
+        rows.append(row)
+        print(f"{n}^3: {wall:.1f} s, peak {peak / 2**30:.2f} GiB above the input = "
+              f"{peak / vol.nbytes:.2f} volumes (estimate uses {MEASURE_PEAK_VOLUMES:g} - 1 above the input)",
+              flush=True)
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
+           "processor": platform.processor(), "rows": rows, "MEASURE_PEAK_VOLUMES": MEASURE_PEAK_VOLUMES}
+    if args.json:
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
