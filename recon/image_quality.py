@@ -122,10 +122,25 @@ def cnr_pairs(volume: np.ndarray, labels: np.ndarray, names: Mapping[int, str], 
     nm = dict(names)
     if include_background:
         nm.setdefault(0, "air")
-        work = lab.astype(np.int32) + 1  # background becomes 1 so it counts as touching
+        top = int(lab.max(initial=0)) + 1
+        work = lab.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.int64)
+        work += 1  # background becomes 1 so it counts as touching
         pairs = [(a - 1, b - 1) for a, b in touching_pairs(work, min_contact_voxels=min_contact_voxels)]
+        del work
     else:
         pairs = touching_pairs(lab, min_contact_voxels=min_contact_voxels)
+    # each phase's statistics inside its bounding box (grown by the erosion and one voxel):
+    # the same voxels in the same order as over the whole array, at the cost of the box
+    boxes = ndi.find_objects(lab.view(np.uint8) if lab.dtype == bool else lab) if lab.size else []
+    grow = int(erode_vox) + 1
+
+    def phase_stats(k: int) -> tuple[float, float, int]:
+        if k <= 0 or k > len(boxes) or boxes[k - 1] is None:
+            return _stats(v, lab == k, erode_vox)
+        box = tuple(slice(max(b.start - grow, 0), min(b.stop + grow, n))
+                    for b, n in zip(boxes[k - 1], lab.shape))
+        return _stats(v[box], lab[box] == k, erode_vox)
+
     out = {}
     stats_cache: dict[int, tuple[float, float, int]] = {}
     for a, b in pairs:
@@ -133,7 +148,7 @@ def cnr_pairs(volume: np.ndarray, labels: np.ndarray, names: Mapping[int, str], 
             continue
         for k in (a, b):
             if k not in stats_cache:
-                stats_cache[k] = _stats(v, lab == k, erode_vox)
+                stats_cache[k] = phase_stats(k)
         (ma, sa, _), (mb, sb, _) = stats_cache[a], stats_cache[b]
         out[f"{nm[a]}/{nm[b]}"] = {"cnr": abs(ma - mb) / sb if sb > 0 else float("inf"),
                                    "mu_a": ma, "mu_b": mb, "sigma_a": sa, "sigma_b": sb}
