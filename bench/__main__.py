@@ -25,6 +25,7 @@ BENCHES = {
     "recon": (["bench/bench_recon.py", "--size", "128", "--views", "180", "--fdk-size", "64", "--repeat", "1"],
               ["bench/bench_recon.py"]),
     "thickness": (["bench/bench_thickness.py", "--n", "96"], ["bench/bench_thickness.py"]),
+    "edt": (["bench/bench_edt.py", "--n", "96", "--repeat", "1"], ["bench/bench_edt.py"]),
     "scaling": (["bench/bench_scaling.py", "--sizes", "48", "64", "96", "128", "--views", "32", "64", "128",
                  "--fixed-views", "64", "--fixed-size", "64", "--proj-sizes", "48", "64", "96", "128",
                  "--repeat", "1"], ["bench/bench_scaling.py"]),

@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon.distance import nearest_background, squared_edt
 from recon.segmentation import check_volume, label_instances
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
@@ -283,20 +284,15 @@ def find_cavities(host_mask: np.ndarray, void_mask: np.ndarray, voxel_size_um: f
 
 
 def _sym3_eigvals(a11, a22, a33, a12, a13, a23):
-    """Eigenvalues (descending) of symmetric 3x3 matrices given element-wise (Smith 1961)."""
-    q = (a11 + a22 + a33) / 3.0
-    p1 = a12 * a12 + a13 * a13 + a23 * a23
-    b11, b22, b33 = a11 - q, a22 - q, a33 - q
-    p = np.sqrt((b11 * b11 + b22 * b22 + b33 * b33 + 2.0 * p1) / 6.0)
-    safe = np.where(p > 0, p, 1.0)
-    b11, b22, b33, b12, b13, b23 = (x / safe for x in (b11, b22, b33, a12, a13, a23))
-    det = (b11 * (b22 * b33 - b23 * b23) - b12 * (b12 * b33 - b23 * b13)
-           + b13 * (b12 * b23 - b22 * b13))
-    phi = np.arccos(np.clip(det / 2.0, -1.0, 1.0)) / 3.0
-    e1 = q + 2.0 * p * np.cos(phi)
-    e3 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
-    e2 = 3.0 * q - e1 - e3
-    return e1, e2, e3
+    """Eigenvalues (descending) of symmetric 3x3 matrices given element-wise (Smith 1961;
+    the Taichi function :mod:`recon.voxel_kernels` uses for the sheetness)."""
+    from recon.voxel_kernels import get_kernels
+
+    cols = [np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in (a11, a22, a33, a12, a13, a23)]
+    out = np.empty((cols[0].size, 3))
+    get_kernels()["eigvals"](*cols, out)
+    shape = np.shape(a11)
+    return tuple(out[:, k].reshape(shape) for k in range(3))
 
 
 def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
@@ -318,16 +314,18 @@ def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
     sgn = 1.0 if dark else -1.0
     halo = int(math.ceil(4 * sigma_vox)) + 2
     out = np.zeros(v.shape, np.float32)
+    from recon.voxel_kernels import get_kernels
+
+    sheet = get_kernels()["sheetness"]
     for z0 in range(0, v.shape[0], slab):
         z1 = min(z0 + slab, v.shape[0])
         a, b = max(z0 - halo, 0), min(z1 + halo, v.shape[0])
         sub = sgn * v[a:b]
-        hzz, hyy, hxx, hzy, hzx, hyx = (
-            ndi.gaussian_filter(sub, sigma_vox, order=o, mode="nearest").astype(np.float64)
-            for o in ((2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1)))
-        l1, l2, l3 = _sym3_eigvals(hzz, hyy, hxx, hzy, hzx, hyx)
-        s = (l1 - np.abs(l2) - np.abs(l3)) * sigma_vox ** 2
-        out[z0:z1] = s[z0 - a:z0 - a + (z1 - z0)]
+        h = [ndi.gaussian_filter(sub, sigma_vox, order=o, mode="nearest").ravel()
+             for o in ((2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1))]
+        s = np.empty(sub.size, np.float32)
+        sheet(*h, float(sigma_vox) ** 2, s)
+        out[z0:z1] = s.reshape(sub.shape)[z0 - a:z0 - a + (z1 - z0)]
     return out
 
 
@@ -531,11 +529,12 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
     pad = int(math.ceil(g)) + 1
     sl = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, lab.shape))
     a, f, nr = A[sl], F[sl], near[sl]
-    dA, iA = ndi.distance_transform_edt(~a, return_indices=True)
-    dF, iF = ndi.distance_transform_edt(~f, return_indices=True)
-    P = np.indices(a.shape)
-    vA = (iA - P).astype(np.float32)
-    vF = (iF - P).astype(np.float32)
+    d2A, iA = nearest_background(~a)
+    d2F, iF = nearest_background(~f)
+    dA, dF = np.sqrt(d2A, dtype=np.float32), np.sqrt(d2F, dtype=np.float32)
+    P = np.indices(a.shape, dtype=np.int32)
+    vA = (np.stack(np.unravel_index(iA, a.shape)) - P).astype(np.float32)
+    vF = (np.stack(np.unravel_index(iF, f.shape)) - P).astype(np.float32)
     cos = (vA * vF).sum(0) / np.maximum(dA * dF, 1e-6)
     gap_local = dA + dF - 1.0
     G = nr & (cos < -0.5) & (gap_local <= g) & (dA <= g) & (dF <= g)
@@ -582,7 +581,7 @@ def detect_contact(labels: np.ndarray, anode_label: int | Iterable[int],
     if reach <= 1:
         touch = An & ndi.binary_dilation(Ca, structure=ndi.generate_binary_structure(3, 1))
     else:
-        touch = An & (ndi.distance_transform_edt(~Ca) <= reach)
+        touch = An & (squared_edt(~Ca) <= reach * reach)
     inst, n = label_instances(touch, min_voxels=1, connectivity=3)
     rows = component_rows(inst, n, "short", vs, origin_mm)
     for r in rows:

@@ -227,11 +227,13 @@ def components_3d_figure(labels: np.ndarray, names: Mapping[int, str], voxel_siz
             nz, ny, nx = (n // step for n in mf.shape)
             mf = mf.reshape(nz, step, ny, step, nx, step).mean(axis=(1, 3, 5))
             mf = np.pad(mf, 1)
-        if mf.max() <= 0.5:  # too thin to survive block averaging: full resolution
-            mf, step = np.pad(m, 1).astype(np.float32), 1
+        # a part thinner than half a block (a separator, foam struts) averages below 0.5
+        # everywhere: draw it at half its largest block fill instead (full resolution would
+        # be millions of triangles, the cost this budget exists to avoid)
+        level = min(0.5, 0.5 * float(mf.max()))
         steps.append(step)
         sp = vs_mm * step
-        verts, faces, _, _ = measure.marching_cubes(mf, 0.5, spacing=(sp,) * 3)
+        verts, faces, _, _ = measure.marching_cubes(mf, level, spacing=(sp,) * 3)
         # back to sample coordinates: index 0 of the padded grid is one (block) voxel out
         shift = (step - 1) / 2.0 * vs_mm - (sp if step > 1 else 0.0) - vs_mm
         verts = verts + shift

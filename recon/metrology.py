@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon.distance import nearest_background
 from recon.segmentation import check_labels, check_volume, label_instances
 from recon.thickness import isotropic_voxel_um, local_thickness_um, thickness_stats
 from twin.errors import XrmInputError
@@ -555,12 +556,11 @@ def write_thickness_ply(path: str | Path, mask: np.ndarray, thickness_um: np.nda
     vs = isotropic_voxel_um(voxel_size_um, what="thickness mesh")
     verts, faces = surface_mesh(mask, vs, smooth_sigma_vox=smooth_sigma_vox)
     # thickness at each vertex: nearest mask voxel
-    idx = ndi.distance_transform_edt(~np.asarray(mask, bool), return_distances=False,
-                                     return_indices=True)
+    _, idx = nearest_background(~np.asarray(mask, bool))
     ijk = np.rint(verts[:, ::-1] / (vs / 1000.0)).astype(int)
     ijk = np.clip(ijk, 0, np.array(mask.shape) - 1)
-    near = tuple(idx[d][ijk[:, 0], ijk[:, 1], ijk[:, 2]] for d in range(3))
-    t = np.asarray(thickness_um, np.float32)[near]
+    near = idx[ijk[:, 0], ijk[:, 1], ijk[:, 2]]
+    t = np.take(np.asarray(thickness_um, np.float32), near)
     if origin_mm is not None:
         verts = verts + np.asarray(origin_mm, float)
     vmax = float(vmax_um) if vmax_um else float(np.percentile(t, 99) or 1.0)

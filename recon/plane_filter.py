@@ -101,21 +101,18 @@ def plane_filter(volume: np.ndarray, normals_zyx: np.ndarray, *, sigma_across_vo
         raise XrmInputError(f"plane_filter on {v.shape} needs about {need / 2**30:.1f} GiB, "
                             f"{avail / 2**30:.1f} GiB free: crop the volume")
     X = fft.rfftn(v, workers=-1)
-    kz = (2 * np.pi * np.fft.fftfreq(v.shape[0])).astype(np.float32)[:, None, None]
-    ky = (2 * np.pi * np.fft.fftfreq(v.shape[1])).astype(np.float32)[None, :, None]
-    kx = (2 * np.pi * np.fft.rfftfreq(v.shape[2])).astype(np.float32)[None, None, :]
-    k2 = kz * kz + ky * ky + kx * kx
-    sn2, sp2 = float(sigma_across_vox) ** 2, float(sigma_plane_vox) ** 2
+    Y = np.empty_like(X)
     resp = np.full(v.shape, -np.inf, np.float32)
     best = np.zeros(v.shape, np.int16)
+    from recon.voxel_kernels import get_kernels
+
+    k = get_kernels()
+    Xf, Yf = X.view(np.float32).reshape(X.shape + (2,)), Y.view(np.float32).reshape(Y.shape + (2,))
     for i, n in enumerate(nrm):
-        kn2 = (kz * np.float32(n[0]) + ky * np.float32(n[1]) + kx * np.float32(n[2])) ** 2
-        # d^2/dn^2 is -(k.n)^2 in Fourier space; sigma_n^2 normalises the scale
-        H = (-sn2 * kn2 * np.exp(-0.5 * (sn2 * kn2 + sp2 * (k2 - kn2)))).astype(np.float32)
-        r = fft.irfftn(X * H, s=v.shape, workers=-1).astype(np.float32, copy=False)
-        win = r > resp
-        resp[win] = r[win]
-        best[win] = i
+        k["sheet"](Xf, Yf, v.shape[0], v.shape[1], v.shape[2], float(n[0]), float(n[1]),
+                   float(n[2]), float(sigma_across_vox) ** 2, float(sigma_plane_vox) ** 2)
+        r = fft.irfftn(Y, s=v.shape, workers=-1).astype(np.float32, copy=False)
+        k["keep_max"](r, resp, best, i)
     return resp, best
 
 

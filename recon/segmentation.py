@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon.distance import nearest_background
 from twin.errors import XrmInputError
 
 __all__ = ["multiotsu_thresholds", "segment_multiotsu", "apply_thresholds", "remove_islands",
@@ -93,9 +94,12 @@ def same_grid(shape_a: Sequence[int], voxel_a_um: Any, origin_a_mm: Sequence[flo
 
 
 def multiotsu_thresholds(volume: np.ndarray, classes: int = 3, *, nbins: int = 256,
-                         mask: np.ndarray | None = None, max_samples: int = 4_000_000,
-                         seed: int = 0) -> np.ndarray:
-    """Multi-Otsu thresholds of a volume's histogram.
+                         mask: np.ndarray | None = None, slab: int = 64) -> np.ndarray:
+    """Multi-Otsu thresholds of a volume's histogram (every voxel, no sampling).
+
+    The histogram (``nbins`` equal bins from the smallest to the largest value, as
+    ``skimage.exposure.histogram``) is accumulated ``slab`` z-planes at a time, so the memory
+    is a slab's values, not a copy of the volume.
 
     Parameters
     ----------
@@ -107,33 +111,50 @@ def multiotsu_thresholds(volume: np.ndarray, classes: int = 3, *, nbins: int = 2
         Histogram bins.
     mask : ndarray of bool, optional
         Only these voxels enter the histogram.
-    max_samples : int
-        Voxels sampled (seeded) for the histogram when there are more.
+    slab : int
+        z-planes per histogram pass (memory only; the result is the same).
 
     Returns
     -------
     ndarray of float, shape (classes - 1,)
-        Increasing thresholds in the units of ``volume``.
+        Increasing thresholds (bin centres) in the units of ``volume``.
     """
     from skimage.filters import threshold_multiotsu
 
     v = check_volume(volume)
     if int(classes) < 2:
         raise XrmInputError(f"classes must be >= 2, got {classes}")
-    vals = v[mask] if mask is not None else v.ravel()
-    if vals.size == 0:
+    if mask is not None and np.shape(mask) != v.shape:
+        raise XrmInputError(f"multi-Otsu: mask shape {np.shape(mask)} differs from the volume's {v.shape}")
+
+    def slabs():
+        for z0 in range(0, v.shape[0], slab):
+            sub = v[z0:z0 + slab]
+            yield sub.ravel() if mask is None else sub[mask[z0:z0 + slab]]
+
+    lo, hi, count = np.inf, -np.inf, 0
+    for vals in slabs():
+        if vals.size:
+            lo, hi, count = min(lo, float(vals.min())), max(hi, float(vals.max())), count + vals.size
+    if count == 0:
         raise XrmInputError("multi-Otsu: the mask selects no voxel")
-    if vals.size > max_samples:
-        vals = np.random.default_rng(seed).choice(vals, max_samples, replace=False)
-    if np.ptp(vals) == 0:
+    if lo == hi:
         raise XrmInputError("multi-Otsu: the volume is constant; there is nothing to threshold")
-    return np.asarray(threshold_multiotsu(vals, classes=int(classes), nbins=int(nbins)), float)
+    edges = np.linspace(lo, hi, int(nbins) + 1)
+    hist = np.zeros(int(nbins), np.int64)
+    for vals in slabs():
+        hist += np.histogram(vals, bins=edges)[0]
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    return np.asarray(threshold_multiotsu(classes=int(classes), hist=(hist, centres)), float)
 
 
 def apply_thresholds(volume: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """Class labels ``0..len(thresholds)`` (uint8) for increasing thresholds."""
-    t = np.sort(np.asarray(thresholds, float))
-    return np.digitize(np.asarray(volume), t).astype(np.uint8)
+    v = np.asarray(volume)
+    lab = np.zeros(v.shape, np.uint8)
+    for t in np.sort(np.asarray(thresholds, float)):  # np.digitize: the thresholds <= v
+        lab += v >= t
+    return lab
 
 
 def remove_islands(labels: np.ndarray, min_voxels: int, *, connectivity: int = 1,
@@ -163,11 +184,13 @@ def remove_islands(labels: np.ndarray, min_voxels: int, *, connectivity: int = 1
     for c in (np.unique(lab) if classes is None else classes):
         comp, n = ndi.label(lab == c, structure=struct)
         if n == 0:
+            del comp
             continue
         sizes = np.bincount(comp.ravel())
         small = sizes < int(min_voxels)
         small[0] = False
         drop |= small[comp]
+        del comp  # before the next class's labels are allocated (int32: a float volume each)
     if not drop.any():
         return lab.copy()
     if drop.all():
@@ -181,9 +204,9 @@ def fill_from_nearest(labels: np.ndarray, drop: np.ndarray, *, slab: int = 96, h
     Works slab by slab along z: the feature transform of a slab padded by ``halo`` planes
     finds each voxel's nearest kept voxel inside the padded box; that is the nearest one
     anywhere when its distance is at most ``halo`` (everything outside the box is farther),
-    otherwise the halo is doubled. Memory is a padded slab's feature transform, not the
-    volume's (three int32 indices per voxel: 12 GiB at 1024^3); with the defaults the halos
-    add a third to the work, and a padded slab of 1024^2 planes is 2.5 GiB.
+    otherwise the halo is doubled. Memory is a padded slab's feature transform
+    (:func:`recon.distance.nearest_background`: 8 bytes per voxel), not the volume's; with the
+    defaults the halos add a third to the work, and a padded slab of 1024^2 planes is 1 GiB.
 
     Parameters
     ----------
@@ -209,12 +232,13 @@ def fill_from_nearest(labels: np.ndarray, drop: np.ndarray, *, slab: int = 96, h
             if sub.all():
                 h *= 2
                 continue
-            dist, idx = ndi.distance_transform_edt(sub, return_indices=True)
+            d2, idx = nearest_background(sub)
             core = slice(z0 - a, z1 - a)
             here = drop[z0:z1]
-            if whole or float(dist[core][here].max()) <= h:
-                near = lab[a:b][idx[0][core], idx[1][core], idx[2][core]]
-                out[z0:z1][here] = near[here]
+            if whole or int(d2[core][here].max()) <= h * h:
+                del d2
+                # only the dropped voxels' features (a few percent of the slab)
+                out[z0:z1][here] = lab[a:b].reshape(-1)[idx[core][here]]
                 break
             h *= 2
     return out

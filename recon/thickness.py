@@ -23,7 +23,7 @@ Discrete convention used here (stated once, used everywhere)
 
 Algorithm (exact for the convention above)
 ------------------------------------------
-1. Squared EDT (``edt`` package when installed, otherwise SciPy), rounded to integers.
+1. Exact squared EDT in integers (:mod:`recon.distance`: Taichi, all cores or the GPU).
 2. Distance ridge: drop centre ``c`` when the discrete ball of a 26-neighbour ``c'`` holds the
    discrete ball of ``c`` (exact integer table, :func:`containment_table`); dropping it changes
    nothing.
@@ -113,23 +113,9 @@ def squared_edt_voxels(mask: np.ndarray, *, border: str = "open") -> np.ndarray:
     if border == "open" and mask.all():
         raise XrmInputError("mask has no background voxel, so local thickness is undefined with "
                             "border='open'; use border='background' or a larger field of view")
-    try:  # optional accelerated peer (LGPL-3.0+), exact for integer squared distances
-        import edt as _edt
+    from recon.distance import squared_edt
 
-        from twin.runtime import host_threads
-
-        d2 = _edt.edtsq(mask, black_border=(border == "background"), parallel=host_threads())
-        return np.rint(d2, out=d2).astype(np.int32)  # float32 holds these integers exactly
-    except ImportError:
-        pass
-    from scipy import ndimage as ndi
-
-    m = np.pad(mask, 1, constant_values=False) if border == "background" else mask
-    d = ndi.distance_transform_edt(m)
-    if border == "background":
-        d = d[1:-1, 1:-1, 1:-1]
-    np.multiply(d, d, out=d)
-    return np.rint(d, out=d).astype(np.int32)
+    return squared_edt(mask, border=border)
 
 
 # --------------------------------------------------------------------------------- kernels

@@ -166,6 +166,23 @@ def test_closed_form_eigenvalues_match_lapack():
     assert np.abs(got - ref).max() < 1e-9
 
 
+def test_sheetness_equals_lapack_eigenvalues_of_the_gaussian_hessian():
+    """The Taichi sheetness kernel against numpy: Hessian by Gaussian-derivative filters,
+    eigenvalues by LAPACK (eigvalsh), S = sigma^2 (l1 - |l2| - |l3|); slabs cross a halo."""
+    rng = np.random.default_rng(3)
+    v = ndi.gaussian_filter(rng.normal(size=(40, 24, 28)), 1.0).astype(np.float32)
+    s = 1.2
+    got = df.sheetness(v, s, slab=16)
+    orders = {(0, 0): (2, 0, 0), (1, 1): (0, 2, 0), (2, 2): (0, 0, 2), (0, 1): (1, 1, 0),
+              (0, 2): (1, 0, 1), (1, 2): (0, 1, 1)}
+    H = np.zeros(v.shape + (3, 3))
+    for (i, j), o in orders.items():
+        H[..., i, j] = H[..., j, i] = ndi.gaussian_filter(v, s, order=o, mode="nearest")
+    lam = np.linalg.eigvalsh(H)[..., ::-1]
+    want = s * s * (lam[..., 0] - np.abs(lam[..., 1]) - np.abs(lam[..., 2]))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
 def test_detections_return_their_voxels_for_the_defect_map():
     """``return_voxels``: each row's voxels lie on its defect (the truth's gap, the void's
     ball), and ``twin.measure.defect_map_of`` paints row i as i + 1; the rows stay JSON."""

@@ -29,3 +29,27 @@ def test_figures_written(tmp_path):
     paths.append(figures.thickness_histogram_figure(st, tmp_path / "hist1.png", title="foil"))
     for p in paths:
         assert p.exists() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_components_3d_keeps_thin_parts_inside_the_triangle_budget(tmp_path, monkeypatch):
+    """A one-voxel sheet vanishes under block averaging; it must still be drawn (at a lower
+    iso-level), not meshed at full resolution (about 2 x 2 x 96^2 = 37 000 triangles here)."""
+    import skimage.measure
+
+    counts = []
+    orig = skimage.measure.marching_cubes
+
+    def counting(*a, **k):
+        out = orig(*a, **k)
+        counts.append(len(out[1]))
+        return out
+
+    monkeypatch.setattr(skimage.measure, "marching_cubes", counting)
+    lab = np.zeros((96, 96, 96), np.uint8)
+    lab[10:90, 10:90, 48] = 1          # sheet, one voxel thick
+    lab[20:70, 20:70, 60:90] = 2       # block
+    out = figures.components_3d_figure(lab, {1: "separator", 2: "paste"}, 10.0,
+                                       tmp_path / "c3d.png", max_faces=8000)
+    assert out.stat().st_size > 5000
+    assert len(counts) == 2 and min(counts) > 0   # both parts drawn
+    assert sum(counts) <= 8000, counts

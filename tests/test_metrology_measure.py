@@ -128,6 +128,31 @@ def test_multiotsu_segmentation_and_islands():
     assert k == 1 and inst.max() == 1
 
 
+def test_slab_histogram_thresholds_equal_scikit_image_on_every_masked_voxel():
+    """multiotsu_thresholds accumulates its histogram slab by slab; scikit-image, given the
+    masked voxels as one array, must find the same thresholds. apply_thresholds equals
+    np.digitize."""
+    from skimage.filters import threshold_multiotsu
+
+    from recon.segmentation import apply_thresholds, multiotsu_thresholds
+
+    rng = np.random.default_rng(4)
+    v = (np.array([0.1, 0.6, 1.4, 2.0])[rng.integers(0, 4, (70, 33, 41))]
+         + rng.normal(0, 0.15, (70, 33, 41))).astype(np.float32)
+    mask = rng.random(v.shape) < 0.7
+    for classes in (2, 3, 4):
+        want = threshold_multiotsu(v[mask], classes=classes, nbins=256)
+        got = multiotsu_thresholds(v, classes, mask=mask, slab=16)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+        np.testing.assert_array_equal(apply_thresholds(v, got), np.digitize(v, np.sort(got)))
+    np.testing.assert_allclose(multiotsu_thresholds(v, 3, slab=7), threshold_multiotsu(v, classes=3),
+                               rtol=1e-6)
+    with pytest.raises(XrmInputError, match="selects no voxel"):
+        multiotsu_thresholds(v, 3, mask=np.zeros(v.shape, bool))
+    with pytest.raises(XrmInputError, match="constant"):
+        multiotsu_thresholds(np.ones((4, 4, 4), np.float32), 3)
+
+
 def test_bad_inputs():
     lab = np.zeros((10, 10, 10), np.uint8)
     with pytest.raises(XrmInputError, match="empty segmentation"):

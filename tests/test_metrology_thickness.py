@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from recon.thickness import containment_table, local_thickness_um, thickness_stats
+from recon.thickness import containment_table, local_thickness_um, squared_edt_voxels, thickness_stats
 from twin.errors import XrmInputError
 
 
@@ -151,12 +151,19 @@ def test_localthickness_mean_within_2pct(name):
     assert abs(2 * theirs[m].mean() - ours) / ours < 0.02
 
 
-def test_scipy_fallback_gives_same_map(monkeypatch):
-    import sys
-
+def test_squared_edt_equals_scipy_and_the_edt_peer():
+    """The Taichi squared EDT under the local thickness gives SciPy's integers (and the `edt`
+    package's, when installed) on a smooth foam, with both borders."""
     rng = np.random.default_rng(5)
-    m = ndi.gaussian_filter(rng.random((32, 32, 32)), 2) > 0.5
-    a = local_thickness_um(m, 1.0)
-    monkeypatch.setitem(sys.modules, "edt", None)  # import edt -> ImportError
-    b = local_thickness_um(m, 1.0)
-    np.testing.assert_array_equal(a, b)
+    m = ndi.gaussian_filter(rng.random((32, 40, 36)), 2) > 0.5
+    ref = np.rint(ndi.distance_transform_edt(m) ** 2).astype(np.int64)
+    np.testing.assert_array_equal(squared_edt_voxels(m), ref)
+    refb = np.rint(ndi.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1, 1:-1] ** 2)
+    np.testing.assert_array_equal(squared_edt_voxels(m, border="background"), refb)
+    try:
+        import edt
+    except ImportError:
+        return
+    np.testing.assert_array_equal(squared_edt_voxels(m), np.rint(edt.edtsq(m)))
+    np.testing.assert_array_equal(squared_edt_voxels(m, border="background"),
+                                  np.rint(edt.edtsq(m, black_border=True)))

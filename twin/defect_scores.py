@@ -34,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon.distance import edt
 from twin.errors import XrmInputError
 
 #: The size a of a defect type for POD(a) (truth-table key) and, for d', its thickness key.
@@ -86,9 +87,8 @@ def edge_blur(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray, pair: tup
     sl = tuple(slice(max(0, c - max_side // 2), c + max_side // 2) for c in (zc, yc, xc))
     ma, mb, v = ma[sl], mb[sl], vol[sl]
     third = ~(ma | mb)
-    d_a = ndi.distance_transform_edt(~ma)
-    d_b = ndi.distance_transform_edt(~mb)
-    d_third = ndi.distance_transform_edt(~third) if third.any() else np.full(ma.shape, np.inf)
+    d_a, d_b = edt(~ma), edt(~mb)
+    d_third = edt(~third) if third.any() else np.full(ma.shape, np.inf, dtype=np.float32)
     near = (ma | mb) & (d_a <= depth_vox) & (d_b <= depth_vox) & (d_third > clearance_vox)
     n_a, n_b = np.count_nonzero(near & ma), np.count_nonzero(near & mb)
     if min(n_a, n_b) < min_side_fraction * (n_a + n_b) or n_a + n_b < 200:

@@ -136,17 +136,23 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
         gr = None if grey is None else grey[box]
         truth_c = (truth_labels[box] == label) & rg
         roi = ndimage.binary_dilation(truth_c, struct, iterations=roi_margin_vox) & rg
-        best = (-1.0, None)
         free_roi = roi & (cp == 0)
+        # Dice of every candidate segment (class == k, >= k, <= k, inside the free ROI) from
+        # two class histograms instead of a mask per candidate
+        cls_free = cls[free_roi]
+        n_all = np.bincount(cls_free, minlength=n_classes)[:n_classes]
+        n_hit = np.bincount(cls_free[truth_c[free_roi]], minlength=n_classes)[:n_classes]
+        del cls_free
+        best_d, best_sel = -1.0, None
         for k in range(1, n_classes):
-            for cand in (cls == k, cls >= k, cls <= k):
-                m = cand & free_roi
-                inter = np.count_nonzero(m & truth_c)
-                d = 2.0 * inter / (np.count_nonzero(m) + n_true)
-                if d > best[0]:
-                    best = (d, m)
-        if best[1] is None or best[0] <= 0.0:
+            for sel in (slice(k, k + 1), slice(k, None), slice(0, k + 1)):  # ==, >=, <=
+                d = 2.0 * int(n_hit[sel].sum()) / (int(n_all[sel].sum()) + n_true)
+                if d > best_d:
+                    best_d, best_sel = d, sel
+        if best_sel is None or best_d <= 0.0:
             continue
+        lo_k, hi_k = best_sel.start, (n_classes if best_sel.stop is None else best_sel.stop)
+        best = (best_d, free_roi & (cls >= lo_k) & (cls < hi_k))
         if gr is not None:
             seg_c = best[1]
             inner = ndimage.binary_erosion(seg_c, struct)
@@ -156,7 +162,10 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
             # 0.95 /mm at 3.62 um and read the foam 15 % thick.)
             outer = ndimage.binary_dilation(roi, struct, iterations=2) & ~roi & rg
             if inner.sum() >= 8 and outer.sum() >= 8:
-                mu_in, mu_out = float(np.median(gr[inner])), float(np.median(gr[outer]))
+                # the medians partition their (fancy-indexed) copies in place: one copy each
+                mu_in = float(np.median(gr[inner], overwrite_input=True))
+                mu_out = float(np.median(gr[outer], overwrite_input=True))
+                del inner, outer
                 mid = 0.5 * (mu_in + mu_out)
                 refined = free_roi & ((gr > mid) if mu_in > mu_out else (gr < mid))
                 inter = np.count_nonzero(refined & truth_c)
