@@ -32,6 +32,8 @@ BENCHES = {
     "phantoms": (["bench/bench_phantoms.py", "--n", "256", "--repeat", "1"], ["bench/bench_phantoms.py"]),
     "measure_memory": (["bench/bench_measure_memory.py", "--sizes", "128"],
                        ["bench/bench_measure_memory.py", "--sizes", "256,384,512"]),
+    # simulate, reconstruct and measure of the quickstart, each stage's peak (about 2 minutes)
+    "stage_memory": (None, ["bench/bench_stage_memory.py", "--scenario", "quickstart"]),
     "sweep": (["bench/bench_sweep.py", "--scheduler", "none"], ["bench/bench_sweep.py"]),
     "dataset": (["bench/bench_dataset.py", "--count", "4"], ["bench/bench_dataset.py"]),
     # every built-in with --preview (about 20 minutes): full runs only

@@ -39,6 +39,10 @@ RESOLVE_FACTOR = 2.0 / 3.0
 _WORK_BYTES = 600 << 20  # slab temporaries, primitive tables, kernels
 
 
+#: Component names that are defects the measurement searches for.
+DEFECT_TYPES = ("void", "crack", "delamination", "short_contact")
+
+
 class ObjectLog:
     """Objects painted during one rendering: defects (table rows) and other instances."""
 
@@ -222,6 +226,17 @@ class Phantom(abc.ABC):
                 for k, f in self._features.items()}
 
     # ---------------------------------------------------------------- memory
+    def defect_kinds(self) -> frozenset[str]:
+        """Defect types this phantom, with its parameters, can hold (``void``, ``crack``,
+        ``delamination``, ``short_contact``).
+
+        The measurement searches for the types the truth holds, and the crack search is its
+        largest memory peak, so :func:`twin.resources.estimate` sizes the measurement by this
+        before anything is built. Default: every defect type among the component names (a cell
+        class that knows better, e.g. an unaged cell, overrides it).
+        """
+        return frozenset(n for n in self.component_names if n in DEFECT_TYPES)
+
     def estimate_bytes(self, voxel_size_um: float, size_mm=None, *, center_mm=None,
                        instances: bool = False) -> int:
         """Bytes a rasterisation needs (labels uint8, instances int32 when asked, work space).

@@ -102,6 +102,16 @@ class NiMHCell(Phantom):
     kind = "nimh_aaa"
     COMPOSITE_OF = {11: 10, 12: 10, 15: 10, 14: 7}
 
+    def defect_kinds(self) -> frozenset[str]:
+        """Cracks and delamination once ``cycles`` passes the earliest onset of each
+        (:mod:`phantoms.ageing`); an unaged cell holds none."""
+        kinds = set()
+        if self.cycles > float(self.age["crack_onset_cycles"][0]):
+            kinds.add("crack")
+        if self.cycles > float(self.age["delamination_onset_cycles"][0]):
+            kinds.add("delamination")
+        return frozenset(kinds)
+
     def __init__(self, params: dict | None = None, seed: int = 0):
         w = "phantom"
         p = merge_params(DEFAULTS, params, w)

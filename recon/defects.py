@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from recon.distance import nearest_background, squared_edt
-from recon.segmentation import check_volume, label_instances
+from recon.segmentation import check_volume, count_labels, label_instances, lookup_labels
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
 
@@ -115,11 +115,11 @@ def _upper_noise_sd(vals: np.ndarray) -> float:
 
 def _relabel(labels: np.ndarray, min_voxels: int) -> tuple[np.ndarray, int]:
     """Labels with at least ``min_voxels`` voxels renumbered 1..n (int32); others to 0."""
-    counts = np.bincount(labels.ravel())
+    counts = count_labels(labels)
     keep = np.nonzero(counts[1:] >= min_voxels)[0] + 1
     lut = np.zeros(len(counts), np.int32)
     lut[keep] = np.arange(1, len(keep) + 1, dtype=np.int32)
-    return lut[labels], int(len(keep))
+    return lookup_labels(lut, labels), int(len(keep))
 
 
 def _split_blobs(sm: np.ndarray, cand: np.ndarray, depth: float, min_voxels: int
@@ -326,6 +326,7 @@ def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
         s = np.empty(sub.size, np.float32)
         sheet(*h, float(sigma_vox) ** 2, s)
         out[z0:z1] = s.reshape(sub.shape)[z0 - a:z0 - a + (z1 - z0)]
+        del h, s, sub  # before the next slab's six derivatives are made
     return out
 
 
@@ -409,12 +410,12 @@ def _merged_instances(G: np.ndarray, merge_vox: int, min_voxels: int) -> tuple[n
         grown, _ = label_instances(ndi.binary_dilation(G, iterations=int(merge_vox)),
                                    connectivity=3)
         lab = np.where(G, grown, 0)
-        sizes = np.bincount(lab.ravel())
+        sizes = count_labels(lab)
         keep = np.nonzero(sizes >= max(int(min_voxels), 1))[0]
         keep = keep[keep > 0]
         remap = np.zeros(sizes.size, np.int32)
         remap[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
-        return remap[lab], int(keep.size)
+        return lookup_labels(remap, lab), int(keep.size)
     return label_instances(G, min_voxels=min_voxels, connectivity=3)
 
 

@@ -78,27 +78,35 @@ def task_signal(kind: str, size_um: float, voxel_size_um: float, *,
     shape = tuple(int(s) for s in shape)
     ss = int(supersample)
     c = [(s - 1) / 2.0 for s in shape]
-    axes = [(np.arange(s * ss) + 0.5) / ss - 0.5 - cc for s, cc in zip(shape, c)]
-    z, y, x = np.meshgrid(*[a * vs for a in axes], indexing="ij", sparse=True)  # um
-    if kind in ("void", "inclusion"):
-        inside = (x * x + y * y + z * z <= (size_um / 2.0) ** 2).astype(np.float32)
-    else:
+    axes = [((np.arange(s * ss) + 0.5) / ss - 0.5 - cc) * vs for s, cc in zip(shape, c)]  # um
+    if kind not in ("void", "inclusion"):
         t = float(thickness_um) if thickness_um else vs
         nrm = np.asarray(orientation, float)
         if nrm.shape != (3,) or not np.any(nrm):
             raise XrmInputError(f"orientation must be a nonzero (x, y, z) vector, got {orientation!r}")
         nrm = nrm / np.linalg.norm(nrm)
-        along = x * nrm[0] + y * nrm[1] + z * nrm[2]
-        r2 = x * x + y * y + z * z - along * along
-        # a sheet thinner than the sub-samples aliases when point-sampled: each sub-sample
-        # takes the overlap of its own extent h along the normal with the sheet, / h
-        h = vs / ss
-        overlap = np.clip(np.minimum(t / 2, along + h / 2) - np.maximum(-t / 2, along - h / 2),
-                          0.0, None) / h
-        inside = (overlap * (r2 <= (size_um / 2.0) ** 2)).astype(np.float32)
-    inside = np.broadcast_to(inside, tuple(s * ss for s in shape))
-    return inside.reshape(shape[0], ss, shape[1], ss, shape[2], ss).mean(axis=(1, 3, 5),
-                                                                           dtype=np.float64)
+    out = np.empty(shape, np.float64)
+    # a few output planes at a time: the sub-sample temporaries are a chunk's (float64 of the
+    # whole supersampled grid is 8 ss^3 bytes per voxel: 260 MB for an 80^3 task grid)
+    planes = max(1, (1 << 21) // (ss ** 3 * shape[1] * shape[2]))
+    for k0 in range(0, shape[0], planes):
+        k1 = min(k0 + planes, shape[0])
+        z, y, x = np.meshgrid(axes[0][k0 * ss:k1 * ss], axes[1], axes[2], indexing="ij", sparse=True)
+        if kind in ("void", "inclusion"):
+            inside = (x * x + y * y + z * z <= (size_um / 2.0) ** 2).astype(np.float32)
+        else:
+            along = x * nrm[0] + y * nrm[1] + z * nrm[2]
+            r2 = x * x + y * y + z * z - along * along
+            # a sheet thinner than the sub-samples aliases when point-sampled: each sub-sample
+            # takes the overlap of its own extent h along the normal with the sheet, / h
+            h = vs / ss
+            overlap = np.clip(np.minimum(t / 2, along + h / 2) - np.maximum(-t / 2, along - h / 2),
+                              0.0, None) / h
+            inside = (overlap * (r2 <= (size_um / 2.0) ** 2)).astype(np.float32)
+        inside = np.broadcast_to(inside, ((k1 - k0) * ss, shape[1] * ss, shape[2] * ss))
+        out[k0:k1] = inside.reshape(k1 - k0, ss, shape[1], ss, shape[2], ss).mean(
+            axis=(1, 3, 5), dtype=np.float64)
+    return out
 
 
 def task_function(signal: np.ndarray, contrast_per_mm: float, voxel_size_um: float) -> np.ndarray:

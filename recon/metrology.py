@@ -60,15 +60,16 @@ def volume_mm3(mask: np.ndarray, voxel_size_um: float) -> float:
 
 
 def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
-    sl = ndi.find_objects(mask.astype(np.uint8))
+    m = np.ascontiguousarray(mask, bool)
+    sl = ndi.find_objects(m.view(np.uint8))  # a view: no copy of the volume
     if not sl or sl[0] is None:
         raise XrmInputError("the component is empty: no voxel to mesh")
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
                  for s, n in zip(sl[0], mask.shape))
 
 
-#: Faces handled at once where a per-face temporary is needed (about 72 bytes per face).
-_FACE_CHUNK = 1 << 20
+#: Faces handled at once where a per-face temporary is needed (about 72 bytes per face: 18 MiB).
+_FACE_CHUNK = 1 << 18
 
 
 def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
@@ -122,6 +123,36 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
     return xyz, faces
 
 
+def _indicator_field(sub: np.ndarray, smooth_sigma_vox: float, mode: str,
+                     z0: int = 0, z1: int | None = None) -> np.ndarray:
+    """Planes ``z0:z1`` of the indicator ``sub`` padded by ``_PAD`` (``mode``), as float32,
+    smoothed by a Gaussian of ``smooth_sigma_vox`` voxels.
+
+    Only the planes asked for and the filter's reach around them are built: the Gaussian is
+    separable and each output plane depends on the input planes within its radius, so the
+    planes equal those of the whole padded and filtered array (the same operations on the same
+    values), while memory is the slab's.
+    """
+    nzs = sub.shape[0]
+    nzp = nzs + 2 * _PAD
+    z1 = nzp if z1 is None else z1
+    sigma = float(smooth_sigma_vox)
+    reach = int(4.0 * sigma + 0.5) if sigma > 0 else 0  # scipy's radius at truncate=4
+    a, b = max(z0 - reach, 0), min(z1 + reach, nzp)  # planes of the padded array needed
+    s0, s1 = max(a - _PAD, 0), min(b - _PAD, nzs)  # the sub-array's planes among them
+    front, back = (s0 + _PAD) - a, b - (s1 + _PAD)
+    if s1 > s0:
+        f = np.pad(sub[s0:s1], ((front, back), (_PAD, _PAD), (_PAD, _PAD)), mode=mode)
+    else:  # only padding planes: background (constant) or the nearest face (edge)
+        edge = sub[:1] if s0 == 0 else sub[-1:]
+        f = np.pad(edge if mode == "edge" else np.zeros_like(edge),
+                   ((0, b - a - 1), (_PAD, _PAD), (_PAD, _PAD)), mode=mode)
+    f = f.astype(np.float32)
+    if sigma > 0:
+        ndi.gaussian_filter(f, sigma, output=f)
+    return f[z0 - a:z1 - a]
+
+
 def _mesh_field(mask: np.ndarray, smooth_sigma_vox: float, grey: np.ndarray | None,
                 level: float | None, cut_faces: bool):
     """The padded field that marching cubes meshes at ``lev`` (see :func:`surface_mesh`):
@@ -133,9 +164,7 @@ def _mesh_field(mask: np.ndarray, smooth_sigma_vox: float, grey: np.ndarray | No
     # padding continues the data (open surface) and constant padding closes it (cut faces).
     mode = "constant" if cut_faces else "edge"
     if grey is None:
-        f = np.pad(sub, _PAD, mode=mode).astype(np.float32)  # pad the bools: one float copy
-        if smooth_sigma_vox > 0:
-            ndi.gaussian_filter(f, float(smooth_sigma_vox), output=f)
+        f = _indicator_field(sub, smooth_sigma_vox, mode)
         lev, cube_mask = 0.5, None
     else:
         if level is None:
@@ -187,18 +216,35 @@ def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox
     The field is meshed ``slab`` cube layers at a time (each slab shares its last plane with
     the next): marching cubes builds each cube's triangles from that cube's 8 corners alone, so
     the triangles, and the area, are those of the whole-volume mesh, while the mesh in memory
-    is one slab's (a foam's whole mesh at 1024^3 is tens of GiB).
+    is one slab's (a foam's whole mesh at 1024^3 is tens of GiB). Without ``grey`` the
+    smoothed indicator is built slab by slab as well (:func:`_indicator_field`: the same
+    values), so the float field of the component's box (a volume for the paste) is never held.
     """
     from skimage import measure
 
     vs = isotropic_voxel_um(voxel_size_um, what="surface area")
     mask = np.asarray(mask, bool)
-    f, lev, cube_mask, start = _mesh_field(mask, smooth_sigma_vox, grey, level, cut_faces)
+    if grey is None:  # the field is built slab by slab: memory is a slab's, not the box's
+        sl = _bbox(mask, _PAD)
+        sub = mask[sl]
+        mode = "constant" if cut_faces else "edge"
+        lev, cube_mask, start = 0.5, None, np.array([s.start for s in sl], float)
+        nz = sub.shape[0] + 2 * _PAD
+
+        def planes(z0, z1):
+            return _indicator_field(sub, smooth_sigma_vox, mode, z0, z1)
+    else:
+        f, lev, cube_mask, start = _mesh_field(mask, smooth_sigma_vox, grey, level, cut_faces)
+        nz = f.shape[0]
+
+        def planes(z0, z1):
+            return f[z0:z1]
     total = 0.0
-    nz = f.shape[0]
+    f_min, f_max = np.inf, -np.inf
     for z0 in range(0, nz - 1, int(slab)):
         z1 = min(z0 + int(slab) + 1, nz)
-        part = f[z0:z1]
+        part = planes(z0, z1)
+        f_min, f_max = min(f_min, float(part.min())), max(f_max, float(part.max()))
         if part.max() <= lev or part.min() >= lev:
             continue  # no crossing in this slab
         verts, faces, _, _ = measure.marching_cubes(
@@ -210,6 +256,9 @@ def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox
         if not cut_faces:
             faces = faces[_faces_inside(verts, faces, mask.shape)]
         total += _triangle_area_sum(verts, faces)
+    if f_max <= lev or f_min >= lev:
+        raise XrmInputError("the component has no boundary at this level (too thin for the "
+                            "smoothing, or a level outside the data); lower smooth_sigma_vox")
     return total * (vs / 1000.0) ** 2
 
 

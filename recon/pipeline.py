@@ -23,7 +23,7 @@ from recon import beam_hardening, cor, fdk as fdk_mod, iterative, preprocess, ri
 from recon import voxel_projector as vp
 from twin.errors import XrmInputError, unknown
 from twin.geometry import ScanGeometry
-from twin.runtime import init_taichi
+from twin.runtime import current_arch, init_taichi
 
 ALGORITHMS = ("fdk", "fbp", "sirt", "cgls")
 _log = logging.getLogger("xrm_twin")
@@ -68,6 +68,24 @@ def _row_block(data, flats, darks, r0: int, r1: int, min_transmission: float) ->
     f = np.asarray(flats)[..., r0:r1, :] if np.asarray(flats).ndim == 3 else np.asarray(flats)[r0:r1]
     d = np.asarray(darks)[..., r0:r1, :] if np.asarray(darks).ndim == 3 else np.asarray(darks)[r0:r1]
     return preprocess.line_integrals_from_counts(block, f, d, min_transmission=min_transmission)
+
+
+def _view_chunks(p: np.ndarray, pad_cols: int, slab_bytes: int):
+    """(v0, v1) chunks of views for weighting, filtering and backprojecting a slab.
+
+    On the CPU the chunk's temporaries (truncation extension, weights, spectrum: about 24 bytes
+    per extended detector pixel) stay within a quarter of the rows and the slab they feed
+    (:func:`recon.fdk.fdk_view_chunk`, as CPU FDK does); on CUDA one chunk, the whole stack,
+    so the slab stays on the device for every view.
+    """
+    n_views = p.shape[0]
+    if current_arch() == "cuda":
+        yield 0, n_views
+        return
+    budget = min(fdk_mod.FDK_CHUNK_BYTES, max(fdk_mod.FDK_MIN_CHUNK_BYTES, (p.nbytes + slab_bytes) // 4))
+    step = fdk_mod.fdk_view_chunk(p.shape[1], p.shape[2] + 2 * int(pad_cols), n_views, budget)
+    for v0 in range(0, n_views, step):
+        yield v0, min(v0 + step, n_views)
 
 
 def _corrections(p: np.ndarray, ring_opts, bh_opts) -> np.ndarray:
@@ -236,17 +254,25 @@ def reconstruct(data: Any, geometry: ScanGeometry, *, flats: np.ndarray | None =
                                     f"but {limit / 2**30:.2f} GiB are allowed; reduce the volume width "
                                     "or the number of views")
             p = _corrections(_row_block(data, flats, darks, r0, r1, min_transmission), ring_opts, bh_opts)
-            slab_plan, p_use = plan, p
+            slab_plan, pad = plan, 0
             if do_trunc:
-                method = "chord" if truncation_mode == "auto" else truncation_mode
                 pad = geometry.cols
-                p_use = truncation.extend_truncated(p, pad_cols=pad, method=method)
                 if trunc_plan is None:
                     trunc_plan = fdk_mod.plan_fdk(truncation.extended_geometry(geom, pad),
                                                   angles_deg=ang, filter=filter, cutoff=cutoff)
                 slab_plan = trunc_plan
-            filt = fdk_mod.weight_and_filter(p_use, slab_plan, row0=r0)
-            vp.backproject(filt, slab_plan.matrices, slab_plan.view_weights, (z1 - z0, ny, nx), vox, o,
-                           row0=r0, out=volume[z0:z1])
+            method = "chord" if truncation_mode == "auto" else truncation_mode
+            target = volume[z0:z1]
+            for v0, v1 in _view_chunks(p, pad, target.nbytes):
+                # extension, weights and ramp filter act on each (view, row) line alone, and the
+                # backprojection adds into the slab: a chunk of views at a time is the same sum
+                sub = fdk_mod.plan_views(slab_plan, v0, v1)
+                p_use = p[v0:v1] if not do_trunc else truncation.extend_truncated(
+                    p[v0:v1], pad_cols=pad, method=method)
+                filt = fdk_mod.weight_and_filter(p_use, sub, row0=r0)
+                del p_use
+                vp.backproject(filt, sub.matrices, sub.view_weights, (z1 - z0, ny, nx), vox, o,
+                               row0=r0, out=target)
+                del filt
             bar.advance(task)
     return ReconResult(volume, vox, origin, geom, offset_px)

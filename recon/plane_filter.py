@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from recon.defects import flat_voxels
-from recon.segmentation import check_volume, label_instances
+from recon.segmentation import check_volume, hysteresis_threshold, label_instances, lookup_labels
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
 
@@ -86,6 +86,12 @@ def plane_filter(volume: np.ndarray, normals_zyx: np.ndarray, *, sigma_across_vo
     """
     from scipy import fft
 
+    v, nrm = _checked(volume, normals_zyx, sigma_across_vox, sigma_plane_vox)
+    return _filter_bank(fft.rfftn(v, workers=-1), v.shape, nrm, sigma_across_vox, sigma_plane_vox)
+
+
+def _checked(volume, normals_zyx, sigma_across_vox: float, sigma_plane_vox: float):
+    """(volume as float32, unit normals), or an error before any work (memory included)."""
     v = check_volume(volume).astype(np.float32, copy=False)
     nrm = np.asarray(normals_zyx, float).reshape(-1, 3)
     nrm = nrm / np.linalg.norm(nrm, axis=1, keepdims=True)
@@ -100,28 +106,54 @@ def plane_filter(volume: np.ndarray, normals_zyx: np.ndarray, *, sigma_across_vo
     if avail is not None and need > avail:
         raise XrmInputError(f"plane_filter on {v.shape} needs about {need / 2**30:.1f} GiB, "
                             f"{avail / 2**30:.1f} GiB free: crop the volume")
-    X = fft.rfftn(v, workers=-1)
-    Y = np.empty_like(X)
-    resp = np.full(v.shape, -np.inf, np.float32)
-    best = np.zeros(v.shape, np.int16)
+    return v, nrm
+
+
+def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
+                 sigma_plane_vox: float) -> tuple[np.ndarray, np.ndarray]:
+    """The response and winning normal from the volume's spectrum ``X`` (``rfftn``).
+
+    Holds ``X``, one filtered spectrum, the response, the index and one inverse transform
+    (computed in place of the filtered spectrum): about 4.5 float32 volumes.
+    """
+    from scipy import fft
+
     from recon.voxel_kernels import get_kernels
 
+    Y = np.empty_like(X)
+    resp = np.full(shape, -np.inf, np.float32)
+    best = np.zeros(shape, np.int16)
     k = get_kernels()
     Xf, Yf = X.view(np.float32).reshape(X.shape + (2,)), Y.view(np.float32).reshape(Y.shape + (2,))
     for i, n in enumerate(nrm):
-        k["sheet"](Xf, Yf, v.shape[0], v.shape[1], v.shape[2], float(n[0]), float(n[1]),
+        k["sheet"](Xf, Yf, shape[0], shape[1], shape[2], float(n[0]), float(n[1]),
                    float(n[2]), float(sigma_across_vox) ** 2, float(sigma_plane_vox) ** 2)
-        r = fft.irfftn(Y, s=v.shape, workers=-1).astype(np.float32, copy=False)
+        # Y is rewritten from X for every normal: the inverse may work in its place
+        r = fft.irfftn(Y, s=shape, workers=-1, overwrite_x=True).astype(np.float32, copy=False)
         k["keep_max"](r, resp, best, i)
+        del r
     return resp, best
+
+
+def _relative(v: np.ndarray, level: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``v - level`` where ``keep``, 0 elsewhere (float32, one new array)."""
+    rel = np.subtract(v, level, dtype=np.float32)
+    rel[~keep] = 0.0
+    return rel
 
 
 def _local_level(v: np.ndarray, mask: np.ndarray, sigma_vox: float) -> np.ndarray:
     """Mask-normalised Gaussian average of ``v`` over ``mask`` (the host's local grey level)."""
     w = ndi.gaussian_filter(mask.astype(np.float32), sigma_vox)
-    s = ndi.gaussian_filter(np.where(mask, v, 0).astype(np.float32), sigma_vox)
-    med = float(np.median(v[mask]))
-    return np.where(w > 0.05, s / np.maximum(w, 1e-6), med).astype(np.float32)
+    s = np.where(mask, v, np.float32(0)).astype(np.float32, copy=False)
+    ndi.gaussian_filter(s, sigma_vox, output=s)
+    med = float(np.median(v[mask], overwrite_input=True))
+    far = w <= 0.05  # in place from here: s / max(w, 1e-6) where w > 0.05, else the median
+    np.maximum(w, np.float32(1e-6), out=w)
+    s /= w
+    del w
+    s[far] = med
+    return s
 
 
 def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float, *,
@@ -198,48 +230,62 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         raise XrmInputError(f"detect_planar_cracks: the host is thinner than twice the in-plane "
                             f"filter width ({2 * reach} voxels)")
     # bright inclusions to the host level, then everything relative to the local host level
-    level = _local_level(v, host, background_sigma_vox)
-    rel = v - level
+    rel = _local_level(v, host, background_sigma_vox)
+    np.subtract(v, rel, out=rel)  # v - level, in the level's array
     sm = ndi.gaussian_filter(rel, 1.0)
+    del rel
     inner = host & ndi.binary_erosion(host, iterations=1)
-    med = float(np.median(sm[inner]))
+    vals = sm[inner]
+    med = float(np.median(vals))
     # noise from the dark half: the bright half holds the inclusions (a few % of the host)
-    sd = float(np.percentile(sm[inner], 50.0) - np.percentile(sm[inner], 15.8655))
+    sd = float(np.percentile(vals, 50.0) - np.percentile(vals, 15.8655))
+    del vals
     bright_core = sm > med + bright_k_sigma * max(sd, 1e-12)
+    del sm
     bright = ndi.binary_dilation(bright_core, iterations=2)
     host_only = inner & ~bright
     if not host_only.any():
         raise XrmInputError("detect_planar_cracks: nothing of the host is left after removing "
                             "its bright inclusions")
     level = _local_level(v, host_only, background_sigma_vox)
-    rel = np.where(filled & ~bright, v - level, 0.0).astype(np.float32)
-    R, best = plane_filter(rel, normals, sigma_across_vox=sigma_across_vox,
-                           sigma_plane_vox=sigma_plane_vox)
+    keep = filled & ~bright
+    rel = _relative(v, level, keep)
+    # the spectrum replaces the image it is taken from: the filter bank holds only the former
+    from scipy import fft
+
+    rel, nrm = _checked(rel, normals, sigma_across_vox, sigma_plane_vox)
+    X = fft.rfftn(rel, workers=-1)
+    del rel
+    R, best = _filter_bank(X, v.shape, nrm, sigma_across_vox, sigma_plane_vox)
+    del X
     search = region & ~bright
     rm = float(np.median(R[search]))
     rsd = 1.4826 * float(np.median(np.abs(R[search] - rm)))
     gm = int(math.ceil(sigma_plane_vox if grow_margin_vox is None else grow_margin_vox))
     grow = (ndi.binary_erosion(np.pad(filled, 1), iterations=gm)[1:-1, 1:-1, 1:-1] if gm > 0
             else filled) & ~bright
-    from skimage.filters import apply_hysteresis_threshold
-
     seeds = search & (R > rm + k_high * rsd)
-    cand = apply_hysteresis_threshold(np.where(grow, R, rm), rm + k_low * rsd, rm + k_high * rsd)
+    cand = hysteresis_threshold(np.where(grow, R, rm), rm + k_low * rsd, rm + k_high * rsd)
     if cand.any():  # keep grown components that hold a seed inside the search region
-        lab, _ = ndi.label(cand, structure=np.ones((3, 3, 3), bool))
-        cand &= np.isin(lab, np.unique(lab[seeds & cand]))
+        lab, n_lab = ndi.label(cand, structure=np.ones((3, 3, 3), bool))
+        with_seed = np.zeros(n_lab + 1, bool)
+        with_seed[lab[seeds & cand]] = True
+        with_seed[0] = False
+        cand = lookup_labels(with_seed, lab)
+        del lab
     inst, n = label_instances(cand, connectivity=3)
     # the deficit is summed outside the inclusions and their halos (both bright: they would
     # cancel deficit) and scaled by the kept fraction of the aperture outside the inclusions
     # themselves: a crack runs up to a strut (its part in the halo is real) but not through
     # it (foam struts bridge cracks in the paste; scaling over the whole aperture read the
     # NiMH crack 35 % high). The annulus is read outside inclusions and halos too.
-    keep = filled & ~bright
     if n:  # the host level again without the detections (a crack pulls its own level down)
         away = host_only & ~ndi.binary_dilation(inst > 0, iterations=int(deficit_margin_vox) + 4)
         if away.any():
+            del level
             level = _local_level(v, away, background_sigma_vox)
-    rel = np.where(keep, v - level, 0.0).astype(np.float32)
+        del away
+    rel = _relative(v, level, keep)
     min_area = (2.0 * sigma_plane_vox) ** 2
     rows = []
     for k, sl in enumerate(ndi.find_objects(inst), start=1):

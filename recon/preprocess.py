@@ -37,6 +37,47 @@ def _mean_image(name: str, stack: np.ndarray | None, image_shape: tuple[int, int
     return s.mean(axis=0)
 
 
+#: Detector pixels corrected at once (a float64 temporary of 8 MiB); the result is the same
+#: for any chunk size (every pixel is corrected on its own).
+_CHUNK_PIXELS = 1 << 20
+
+
+def _mean_images(counts: np.ndarray, flats: np.ndarray, darks: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Checked mean dark ``D`` and span ``F - D`` (float64, shape (R, C))."""
+    c = np.asarray(counts)
+    if c.ndim != 3:
+        raise XrmInputError(f"projections must be 3-D [view, row, col], got shape {c.shape}")
+    f = _mean_image("flat fields", flats, c.shape[1:])
+    d = _mean_image("dark fields", darks, c.shape[1:])
+    span = f - d
+    if np.any(span <= 0):
+        n = int(np.count_nonzero(span <= 0))
+        raise XrmInputError(f"{n} pixels have flat <= dark; the flat fields must be brighter "
+                            "than the dark fields everywhere")
+    return d, span
+
+
+def _transmission(counts: np.ndarray, dark: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """``(I - D) / (F - D)`` in float64, as float32 (the one place of the formula)."""
+    t = np.subtract(counts, dark, dtype=np.float64)
+    t /= span
+    return t.astype(np.float32)
+
+
+def _minus_log_in_place(t: np.ndarray, min_transmission: float, out: np.ndarray) -> None:
+    """``out = -log(max(t, min_transmission))`` (float32; ``t`` is overwritten)."""
+    np.maximum(t, np.float32(min_transmission), out=t)
+    np.log(t, out=t)
+    np.negative(t, out=out)
+
+
+def _view_chunks(counts: np.ndarray):
+    step = max(1, _CHUNK_PIXELS // max(1, counts.shape[1] * counts.shape[2]))
+    for v0 in range(0, counts.shape[0], step):
+        yield slice(v0, min(v0 + step, counts.shape[0]))
+
+
 def flat_dark_correct(counts: np.ndarray, flats: np.ndarray, darks: np.ndarray) -> np.ndarray:
     """Transmission ``(I - D) / (F - D)``.
 
@@ -50,20 +91,15 @@ def flat_dark_correct(counts: np.ndarray, flats: np.ndarray, darks: np.ndarray) 
     Returns
     -------
     ndarray, shape (V, R, C), float32
-        Transmission (1 = open beam).
+        Transmission (1 = open beam), computed in float64 a chunk of views at a time.
     """
     c = np.asarray(counts)
-    if c.ndim != 3:
-        raise XrmInputError(f"projections must be 3-D [view, row, col], got shape {c.shape}")
+    d, span = _mean_images(c, flats, darks)
     require_finite("projections", c)
-    f = _mean_image("flat fields", flats, c.shape[1:])
-    d = _mean_image("dark fields", darks, c.shape[1:])
-    span = f - d
-    if np.any(span <= 0):
-        n = int(np.count_nonzero(span <= 0))
-        raise XrmInputError(f"{n} pixels have flat <= dark; the flat fields must be brighter "
-                            "than the dark fields everywhere")
-    return ((c - d) / span).astype(np.float32)
+    out = np.empty(c.shape, np.float32)
+    for sl in _view_chunks(c):
+        out[sl] = _transmission(c[sl], d, span)
+    return out
 
 
 def minus_log(transmission: np.ndarray, *, min_transmission: float = 1e-6) -> np.ndarray:
@@ -72,13 +108,27 @@ def minus_log(transmission: np.ndarray, *, min_transmission: float = 1e-6) -> np
     require_finite("transmission", t)
     if not (0 < min_transmission < 1):
         raise XrmInputError(f"min_transmission must be in (0, 1), got {min_transmission!r}")
-    return -np.log(np.maximum(t, np.float32(min_transmission)))
+    out = np.empty(t.shape, np.float32)
+    _minus_log_in_place(t.copy(), min_transmission, out)
+    return out
 
 
 def line_integrals_from_counts(counts: np.ndarray, flats: np.ndarray, darks: np.ndarray, *,
                                min_transmission: float = 1e-6) -> np.ndarray:
-    """Flat/dark correction followed by -log: shape (V, R, C), float32, dimensionless."""
-    return minus_log(flat_dark_correct(counts, flats, darks), min_transmission=min_transmission)
+    """Flat/dark correction followed by -log: shape (V, R, C), float32, dimensionless.
+
+    The same arithmetic as :func:`flat_dark_correct` then :func:`minus_log`, a chunk of views
+    at a time, so the temporaries are a chunk's and only the float32 result is the stack's size.
+    """
+    c = np.asarray(counts)
+    d, span = _mean_images(c, flats, darks)
+    if not (0 < min_transmission < 1):
+        raise XrmInputError(f"min_transmission must be in (0, 1), got {min_transmission!r}")
+    require_finite("projections", c)
+    out = np.empty(c.shape, np.float32)
+    for sl in _view_chunks(c):
+        _minus_log_in_place(_transmission(c[sl], d, span), min_transmission, out[sl])
+    return out
 
 
 def split_by_image_key(data: np.ndarray, image_key: np.ndarray, angles_deg: np.ndarray | None = None

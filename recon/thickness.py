@@ -275,27 +275,38 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
     # Work on the bounding box plus one voxel: the margin is background wherever the box does
     # not reach the array edge, and a background plane beside a voxel is never farther than
     # the perpendicular foot on it, so the squared EDT (and every ball) is unchanged.
-    box = ndi.find_objects(mask.astype(np.uint8))[0]
+    box = ndi.find_objects(np.ascontiguousarray(mask).view(np.uint8))[0]  # a view, no copy
     box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))
     if all(b.stop - b.start == n for b, n in zip(box, mask.shape)):  # spans the array: no copy
         full = _local_thickness_vox(mask, border=border, chunk=chunk)
-    else:
-        full = np.zeros(mask.shape, dtype=np.float32)
-        full[box] = _local_thickness_vox(np.ascontiguousarray(mask[box]), border=border, chunk=chunk)
+    else:  # the balls are painted straight into the output (no box-sized copy of it)
+        sub = np.ascontiguousarray(mask[box])
+        full = _local_thickness_vox(sub, border=border, chunk=chunk, out_shape=mask.shape,
+                                    offset=tuple(b.start for b in box))
     full *= np.float32(vs)
     full[~mask] = 0.0
     return full
 
 
-def _local_thickness_vox(mask: np.ndarray, *, border: str, chunk: int) -> np.ndarray:
-    """Local thickness in voxels (``2 sqrt(D)``) of a validated boolean mask."""
+def _local_thickness_vox(mask: np.ndarray, *, border: str, chunk: int,
+                         out_shape: tuple[int, int, int] | None = None,
+                         offset: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Local thickness in voxels (``2 sqrt(D)``) of a validated boolean mask.
+
+    With ``out_shape`` and ``offset``, ``mask`` is the box of a larger array starting at
+    ``offset`` and the result is that array (float32, ``out_shape``), zero outside the box:
+    every ball lies inside the box (it holds only structure voxels, and the box has a
+    background margin wherever it does not reach the array's edge), so painting straight into
+    the larger array gives the same values without a box-sized copy.
+    """
     d2 = squared_edt_voxels(mask, border=border)
     ridge = distance_ridge(d2)
     cz, cy, cx = (a.astype(np.int32) for a in np.nonzero(ridge))
     del ridge
     cd2 = d2[cz, cy, cx].astype(np.int32)
     del d2  # before the output is allocated: the peak is the distance transform's
-    out = np.zeros(mask.shape, dtype=np.float32)
+    out = np.zeros(mask.shape if out_shape is None else tuple(out_shape), dtype=np.float32)
+    oz, oy, ox = (int(o) for o in offset)
     # Per squared radius D: paint balls one by one (cost ~ n * ball volume) or, for levels with
     # many centres (thick plates), dilate the level's centres at once by an EDT of their bounding
     # box (cost ~ box volume). Both give identical values; the cost model only picks the faster.
@@ -316,9 +327,9 @@ def _local_thickness_vox(mask: np.ndarray, *, border: str, chunk: int) -> np.nda
         seeds = np.zeros(np.subtract(hi, lo), dtype=bool)
         seeds[cz[sel] - lo[0], cy[sel] - lo[1], cx[sel] - lo[2]] = True
         covered = squared_edt_voxels(~seeds, border="open") < D
-        sub = out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        sub = out[lo[0] + oz:hi[0] + oz, lo[1] + oy:hi[1] + oy, lo[2] + ox:hi[2] + ox]
         np.maximum(sub, np.where(covered, np.float32(2.0 * math.sqrt(D)), np.float32(0)), out=sub)
-    cz, cy, cx, cd2 = cz[scatter], cy[scatter], cx[scatter], cd2[scatter]
+    cz, cy, cx, cd2 = cz[scatter] + oz, cy[scatter] + oy, cx[scatter] + ox, cd2[scatter]
     # centres stay in raster order: neighbouring balls overlap, so painting them one after the
     # other hits the cache (1.6x faster than largest-first); order does not change the result
     paint = _get_kernels()["paint"]

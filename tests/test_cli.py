@@ -113,8 +113,9 @@ def test_measure_labels_file(tmp_path):
 
 def test_a_scan_whose_measurement_cannot_fit_is_refused_before_it_runs(tmp_path, monkeypatch):
     """On a 24 GiB machine the full-scale zoom is refused up front, naming the measurement
-    (7 float32 volumes of 1024^3 = 28 GiB), and nothing is written; the preview runs the check
-    and passes it."""
+    (6 float32 volumes of 1024^3 = 24 GiB, the undenoised volume and the truth), and nothing
+    is written; the preview runs the check and passes it. The aged cell's measurement searches
+    for cracks and is sized for it."""
     from twin.resources import MEASURE_PEAK_VOLUMES, check_fits, estimate
     from twin.scenario import load_scenario
     from twin.preview import preview_spec
@@ -130,3 +131,9 @@ def test_a_scan_whose_measurement_cannot_fit_is_refused_before_it_runs(tmp_path,
     assert "measurement" in text and "this machine has 24.0 GiB" in text
     assert not (tmp_path / "r" / "projections.h5").exists()
     check_fits(preview_spec(full)[0])  # no error
+    from twin.resources import MEASURE_PEAK_VOLUMES_CRACKS, searches_cracks
+
+    aged = load_scenario("nimh-zoom-120cycles")
+    assert searches_cracks(aged) and not searches_cracks(full)
+    assert estimate(aged)["measure_bytes"] - estimate(full)["measure_bytes"] == pytest.approx(
+        (MEASURE_PEAK_VOLUMES_CRACKS - MEASURE_PEAK_VOLUMES) * 1024 ** 3 * 4, rel=0.01)

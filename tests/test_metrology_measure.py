@@ -258,3 +258,59 @@ def test_surface_area_slab_by_slab_equals_the_whole_mesh():
         assert whole > 0.5  # mm^2
         for slab in (1, 3, 64):
             assert abs(me.surface_area_mm2(m, 5.0, slab=slab, **kw) / whole - 1) < 1e-7, (kw.keys(), slab)
+
+
+def test_indicator_field_slabs_equal_the_whole_padded_smoothed_field():
+    """surface_area_mm2 builds the smoothed indicator a slab at a time: every slab, the
+    padding-only ones included, equals the planes of np.pad + gaussian_filter of the whole."""
+    rng = np.random.default_rng(5)
+    for shape in ((1, 7, 5), (9, 12, 11), (30, 8, 9)):
+        sub = rng.random(shape) > 0.5
+        for sigma in (0.0, 0.3, 0.7, 1.5):
+            for mode in ("edge", "constant"):
+                whole = np.pad(sub, me._PAD, mode=mode).astype(np.float32)
+                if sigma > 0:
+                    whole = ndi.gaussian_filter(whole, sigma)
+                for step in (1, 2, 5, 64):
+                    for z0 in range(0, whole.shape[0], step):
+                        z1 = min(z0 + step + 1, whole.shape[0])
+                        part = me._indicator_field(sub, sigma, mode, z0, z1)
+                        assert np.array_equal(part, whole[z0:z1]), (shape, sigma, mode, step, z0)
+
+
+def test_chunked_counts_and_lookups_equal_numpy(monkeypatch):
+    """count_labels and lookup_labels work in chunks (their int64 temporaries are a chunk's);
+    with a chunk smaller than the array they equal np.bincount and fancy indexing."""
+    from recon import segmentation as seg
+
+    monkeypatch.setattr(seg, "_CHUNK", 1000)
+    rng = np.random.default_rng(6)
+    lab = rng.integers(0, 300, (13, 17, 19)).astype(np.int32)
+    np.testing.assert_array_equal(seg.count_labels(lab), np.bincount(lab.ravel()))
+    np.testing.assert_array_equal(seg.count_labels(lab[:, ::2], 400), np.bincount(lab[:, ::2].ravel(), minlength=400))
+    table = rng.random(300).astype(np.float32)
+    got = seg.lookup_labels(table, lab)
+    assert got.dtype == np.float32 and got.shape == lab.shape
+    np.testing.assert_array_equal(got, table[lab])
+    assert seg.count_labels(np.zeros((0, 3, 3), np.uint8), 4).tolist() == [0, 0, 0, 0]
+    with pytest.raises(XrmInputError, match=">= 0"):
+        seg.count_labels(np.array([[[1, -1]]]))
+
+
+def test_hysteresis_threshold_equals_scikit_image():
+    """recon.segmentation.hysteresis_threshold keeps what skimage's apply_hysteresis_threshold
+    keeps (components of > low holding a voxel > high, face-connected)."""
+    from skimage.filters import apply_hysteresis_threshold
+
+    from recon.segmentation import hysteresis_threshold
+
+    rng = np.random.default_rng(7)
+    for shape in ((40, 33, 35), (70, 20, 25)):
+        img = ndi.gaussian_filter(rng.standard_normal(shape), 1.5).astype(np.float32)
+        for low, high in ((0.05, 0.2), (0.1, 0.1), (-0.05, 0.3), (0.5, 0.9)):
+            want = apply_hysteresis_threshold(img, low, high)
+            got = hysteresis_threshold(img, low, high)
+            assert got.dtype == bool and np.array_equal(got, want), (shape, low, high)
+            assert 0 < want.sum() < want.size or low == 0.5
+    with pytest.raises(XrmInputError, match="low"):
+        hysteresis_threshold(img, 0.3, 0.1)

@@ -90,3 +90,19 @@ def test_truth_file_roundtrip(tmp_path, renders):
     assert np.array_equal(back["labels"], g.labels)
     assert len(back["defects"]) == len(defects)
     assert [m["name"] for m in back["materials"]] == list(ph.component_names)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_defect_kinds_cover_every_damage_site(seed):
+    """defect_kinds (what twin.resources sizes the crack search by) names every defect type
+    the cell's damage model grows at that age, and none for an unaged cell."""
+    import phantoms
+
+    for cycles in (0, 5, 8, 11, 30, 120):
+        ph = phantoms.build("nimh_aaa", {"cycles": cycles}, seed=seed)
+        kinds = ph.defect_kinds()
+        for typ, sites in ph.damage().items():
+            if len(sites["s"]):
+                assert typ in kinds, (seed, cycles, typ)
+        if cycles == 0:
+            assert kinds == frozenset()

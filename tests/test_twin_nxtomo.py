@@ -41,3 +41,29 @@ def test_esrf_nxtomo_reads_it(scan):
     assert det.distance.to("m").magnitude == pytest.approx(0.030)
     energy = t.instrument.beam.incident_energy
     assert 20 < energy.to("keV").magnitude < 80
+
+
+def test_frames_are_read_by_kind_in_runs_when_kinds_interleave(scan, tmp_path):
+    """Other tools interleave the kinds (flats before and after the projections, darks in the
+    middle): each kind is read in runs from the file and equals indexing the whole stack."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "interleaved.h5"
+    shutil.copy(scan, path)
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "r+") as f:
+        det = f["entry/instrument/detector"]
+        n = det["data"].shape[0]
+        key = np.zeros(n, np.uint8)
+        key[[0, 4, 5, n - 1]] = 1  # flats in three runs
+        key[[7, 9]] = 2  # darks apart
+        det["image_key"][...] = key
+        data = rng.integers(0, 60000, det["data"].shape).astype(det["data"].dtype)
+        det["data"][...] = data
+    d = read_nxtomo(path)
+    np.testing.assert_array_equal(d["projections"], data[key == 0])
+    np.testing.assert_array_equal(d["flats"], data[key == 1])
+    np.testing.assert_array_equal(d["darks"], data[key == 2])
+    assert d["projections"].shape[0] == n - 6

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from recon.segmentation import count_labels
 from twin.errors import XrmInputError
 
 #: Components of the truth are segmented as separate classes when they fill at least this
@@ -140,8 +141,8 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
         # Dice of every candidate segment (class == k, >= k, <= k, inside the free ROI) from
         # two class histograms instead of a mask per candidate
         cls_free = cls[free_roi]
-        n_all = np.bincount(cls_free, minlength=n_classes)[:n_classes]
-        n_hit = np.bincount(cls_free[truth_c[free_roi]], minlength=n_classes)[:n_classes]
+        n_all = count_labels(cls_free, n_classes)[:n_classes]
+        n_hit = count_labels(cls_free[truth_c[free_roi]], n_classes)[:n_classes]
         del cls_free
         best_d, best_sel = -1.0, None
         for k in range(1, n_classes):

@@ -18,11 +18,28 @@ CPU_RAY_SAMPLES_PER_S = 5.0e7
 #: Voxel updates per second of FDK backprojection, 2 CPU cores.
 CPU_VOXEL_UPDATES_PER_S = 3.0e8
 BYTES_LABEL = 1
-#: Peak memory of the ``measure`` stage in float32 volumes of the reconstruction: 5.8-6.5
-#: volumes above its input, measured at 384^3 and 512^3 crops of the full-scale nimh-zoom
-#: (2026-12-02), plus the volume itself. The undenoised volume, when kept, and the truth come
-#: on top.
-MEASURE_PEAK_VOLUMES = 7.0
+#: Peak memory of the ``measure`` stage in float32 volumes of the reconstruction, the volume
+#: itself included: 4.2-4.3 volumes above its input at 384^3 and 512^3 crops of the unaged
+#: nimh-zoom, 4.9 at 256^3 (fixed costs), ``bench/bench_measure_memory.py``, 2026-12-02.
+#: The undenoised volume, when kept, and the truth come on top.
+MEASURE_PEAK_VOLUMES = 6.0
+#: The same when the truth holds cracks: the planar-crack search (an FFT filter bank over the
+#: whole volume, :mod:`recon.plane_filter`) is then the stage's peak, 10.3 and 10.8 volumes
+#: above the input at 384^3 and 256^3 crops of the 120-cycle cell on a crack (same bench,
+#: ``--cycles 120 --center-mm 2.28,0.98,10.62``).
+MEASURE_PEAK_VOLUMES_CRACKS = 12.0
+
+
+def searches_cracks(spec: ScanSpec) -> bool:
+    """Whether the scenario's phantom can hold cracks (the measurement then searches for them:
+    :meth:`phantoms.base.Phantom.defect_kinds`). Parts scenes hold no defects."""
+    if spec.phantom["kind"] == "parts":
+        return False
+    import phantoms
+    from twin.plan import PHANTOM_COMMON_KEYS, phantom_seed
+
+    params = {k: v for k, v in spec.phantom.items() if k not in PHANTOM_COMMON_KEYS}
+    return "crack" in phantoms.build(spec.phantom["kind"], params, seed=phantom_seed(spec)).defect_kinds()
 
 
 def available_bytes() -> int:
@@ -35,7 +52,7 @@ def available_bytes() -> int:
         return 16 * 2 ** 30
 
 
-def estimate(spec: ScanSpec) -> dict[str, Any]:
+def estimate(spec: ScanSpec, *, cracks: bool | None = None) -> dict[str, Any]:
     """Sizes (bytes), ray samples and CPU time estimates of a scenario.
 
     Returns
@@ -77,8 +94,10 @@ def estimate(spec: ScanSpec) -> dict[str, Any]:
     ray_samples = g.n_views * pix * ss * ss * grid_n * 1.3
     voxel_updates = g.n_views * n_xy * n_xy * g.rows
     denoised = str(spec.recon.get("denoise", "none")).lower() not in ("none", "")
-    measure_bytes = int(MEASURE_PEAK_VOLUMES * volume_bytes + (volume_bytes if denoised else 0)
-                        + phantom_bytes)
+    if cracks is None:
+        cracks = searches_cracks(spec)
+    per_volume = MEASURE_PEAK_VOLUMES_CRACKS if cracks else MEASURE_PEAK_VOLUMES
+    measure_bytes = int(per_volume * volume_bytes + (volume_bytes if denoised else 0) + phantom_bytes)
     peak = max(proj_bytes // 2 + recon_in + volume_bytes, phantom_bytes * 3 + 256 * 2 ** 20, measure_bytes)
     return {"projections_bytes": proj_bytes, "recon_input_bytes": recon_in, "volume_bytes": volume_bytes,
             "phantom_bytes": phantom_bytes, "measure_bytes": measure_bytes, "peak_bytes": peak,
@@ -91,11 +110,14 @@ def gib(n: float) -> str:
     return f"{n / 2 ** 30:.1f} GiB"
 
 
-def check_fits(spec: ScanSpec) -> dict[str, Any]:
-    """Raise :class:`XrmInputError` when the scan's peak memory exceeds this machine's."""
+def check_fits(spec: ScanSpec, *, cracks: bool | None = None) -> dict[str, Any]:
+    """Raise :class:`XrmInputError` when the scan's peak memory exceeds this machine's.
+
+    ``cracks``: whether the truth holds cracks, when known (a resolved plan's truth); by
+    default :func:`searches_cracks` decides from the scenario."""
     from twin.errors import XrmInputError
 
-    est = estimate(spec)
+    est = estimate(spec, cracks=cracks)
     have = available_bytes()
     if est["peak_bytes"] > 0.85 * have:
         raise XrmInputError(

@@ -54,7 +54,14 @@ def run_plan(plan, out_dir: str | Path, *, arch: str = "auto", quiet: bool = Fal
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    resources = check_fits(plan.spec)
+    cracks = None
+    if plan.truth is not None:  # (grid, defects, instances): the truth says
+        cracks = any(d.get("type") == "crack" for d in plan.truth[1])
+    elif plan.phantom_recipe is not None:  # the phantom is asked, from the plan's lookups
+        from twin.materials import preload_lookups
+
+        preload_lookups(plan.phantom_recipe["lookups"])
+    resources = check_fits(plan.spec, cracks=cracks)
     sim = simulate_plan(plan, out, arch=arch, quiet=quiet)
     return _reconstruct_measure_report(plan.spec, plan.spec, sim, resources, out, changes=None,
                                        quiet=quiet)

@@ -1,0 +1,126 @@
+"""Peak memory of each stage of an end-to-end run: simulate, reconstruct, measure (issue 10).
+
+A built-in scenario (default ``quickstart``; ``--preview`` for its preview) runs stage by
+stage in one process, as ``xrm-twin run`` does, each stage under its own ``tracemalloc``
+(numpy reports its arrays to it; Taichi's kernels allocate nothing per call on the CPU).
+For each stage the table gives the traced peak and the arrays the stage must hold:
+
+* simulate: it streams views to ``projections.h5`` a chunk at a time, so what it must hold is
+  the scene; the figure compared is the frames it writes (a ratio below 1 means it streams);
+* reconstruct: the frames it reads (projections, flats, darks as stored) and the volume it
+  returns (two when a denoiser keeps the undenoised one);
+* measure: its input volume (allocated before the stage, not traced, added), the truth on the
+  volume's grid and the field-of-view mask, and its outputs (labels, truth labels, defect
+  map, thickness maps), as in ``bench/bench_measure_memory.py``.
+
+Usage::
+
+    python bench/bench_stage_memory.py --scenario quickstart --json bench/results/stage_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _frames_bytes(path: Path) -> int:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        d = f["entry/instrument/detector/data"]
+        return int(np.prod(d.shape)) * d.dtype.itemsize
+
+
+def run_stages(scenario: str, preview: bool, out: Path) -> list[dict]:
+    from twin.measure import measure
+    from twin.preview import preview_spec
+    from twin.reconstruct import reconstruct_nxtomo
+    from twin.runtime import init_taichi
+    from twin.scenario import load_scenario
+    from twin.simulate import simulate_to
+    from twin.truth_io import read_truth
+
+    spec = load_scenario(scenario)
+    if preview:
+        spec, _ = preview_spec(spec)
+    init_taichi("cpu")
+    rows = []
+
+    def stage(name, fn):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        res = fn()
+        wall = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return res, wall, peak
+
+    sim, wall, peak = stage("simulate", lambda: simulate_to(spec, out, arch="cpu", quiet=True))
+    frames = _frames_bytes(out / "projections.h5")
+    rows.append({"stage": "simulate", "wall_s": wall, "peak_traced_bytes": peak,
+                 "held_bytes": frames, "held": "frames written (streamed to the file)",
+                 "ratio": peak / frames})
+    rec, wall, peak = stage("reconstruct", lambda: reconstruct_nxtomo(out / "projections.h5", out,
+                                                                      arch="cpu", quiet=True))
+    volume, undenoised = rec["volume"], rec.get("volume_undenoised")
+    held = frames + volume.nbytes + (undenoised.nbytes if undenoised is not None else 0)
+    rows.append({"stage": "reconstruct", "wall_s": wall, "peak_traced_bytes": peak, "held_bytes": held,
+                 "held": "frames read + volume(s)", "ratio": peak / held})
+    truth = read_truth(out / "truth.h5", instances=False)
+    maps = spec.measure.get("thickness_maps")
+    if maps is None and spec.paper.get("metrology"):
+        maps = [c for c, q in spec.paper["metrology"].items()
+                if any(k.startswith("thickness") for k in q)] or None
+    truth_bytes = int(np.asarray(truth["labels"]).nbytes)
+    meas, wall, peak = stage("measure", lambda: measure(
+        volume, rec["voxel_size_um"], rec["origin_mm"], truth=truth, kvp=float(spec.source["kvp"]),
+        thickness_maps=maps, undenoised=undenoised,
+        smooth_sigma_vox=float(spec.measure.get("smooth_sigma_vox", 1.0))))
+    outputs = (meas["labels"].nbytes + meas["truth_labels"].nbytes + meas["defect_map"].nbytes
+               + sum(m.nbytes for m, _ in meas["thickness_maps"].values()))
+    inputs = volume.nbytes + (undenoised.nbytes if undenoised is not None else 0)
+    held = inputs + meas["truth_labels"].nbytes + volume.size + outputs
+    rows.append({"stage": "measure", "wall_s": wall, "peak_traced_bytes": peak + inputs,
+                 "held_bytes": held, "held": "volume(s) + truth on grid + mask + outputs",
+                 "ratio": (peak + inputs) / held, "truth_file_labels_bytes": truth_bytes})
+    return rows
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenario", default="quickstart")
+    ap.add_argument("--preview", action="store_true")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = run_stages(args.scenario, args.preview, Path(tmp))
+    mib = 2 ** 20
+    print(f"Stage memory, `{args.scenario}`{' --preview' if args.preview else ''}, "
+          f"{platform.platform()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n")
+    print("| stage | time (s) | peak (MiB) | must hold (MiB) | what | peak / must hold |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['stage']} | {r['wall_s']:.1f} | {r['peak_traced_bytes'] / mib:.0f} | "
+              f"{r['held_bytes'] / mib:.0f} | {r['held']} | {r['ratio']:.2f} |")
+    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
+           "scenario": args.scenario, "preview": args.preview, "rows": rows}
+    if args.json:
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
