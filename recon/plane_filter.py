@@ -39,6 +39,8 @@ __all__ = ["hemisphere_normals", "plane_filter", "detect_planar_cracks"]
 
 #: the FFT path holds about this many float32 copies of the volume at once
 _WORK_COPIES = 8
+#: voxels of one block of planes inverted at a time along y and x (a float32 block of 16 MiB)
+_INVERSE_BLOCK_VOXELS = 1 << 22
 
 
 def hemisphere_normals(max_spacing_deg: float = 20.0) -> np.ndarray:
@@ -113,8 +115,10 @@ def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
                  sigma_plane_vox: float) -> tuple[np.ndarray, np.ndarray]:
     """The response and winning normal from the volume's spectrum ``X`` (``rfftn``).
 
-    Holds ``X``, one filtered spectrum, the response, the index and one inverse transform
-    (computed in place of the filtered spectrum): about 4.5 float32 volumes.
+    For each normal the filtered spectrum ``Y`` is inverted along z in its own array, then
+    a block of planes at a time along y and x (after the z pass the planes are independent:
+    the same 1-D transforms as ``irfftn``), so no whole inverse image is held. Memory: ``X``,
+    ``Y``, the response and the index, about 3.5 float32 volumes, plus one block.
     """
     from scipy import fft
 
@@ -125,13 +129,17 @@ def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
     best = np.zeros(shape, np.int16)
     k = get_kernels()
     Xf, Yf = X.view(np.float32).reshape(X.shape + (2,)), Y.view(np.float32).reshape(Y.shape + (2,))
+    planes = max(1, _INVERSE_BLOCK_VOXELS // max(1, shape[1] * shape[2]))
     for i, n in enumerate(nrm):
         k["sheet"](Xf, Yf, shape[0], shape[1], shape[2], float(n[0]), float(n[1]),
                    float(n[2]), float(sigma_across_vox) ** 2, float(sigma_plane_vox) ** 2)
-        # Y is rewritten from X for every normal: the inverse may work in its place
-        r = fft.irfftn(Y, s=shape, workers=-1, overwrite_x=True).astype(np.float32, copy=False)
-        k["keep_max"](r, resp, best, i)
-        del r
+        # Y is rewritten from X for every normal: the z pass may work in its place
+        Z = fft.ifft(Y, axis=0, workers=-1, overwrite_x=True)
+        for z0 in range(0, shape[0], planes):
+            z1 = min(z0 + planes, shape[0])
+            r = fft.irfft2(Z[z0:z1], s=tuple(shape[1:]), axes=(1, 2), workers=-1)
+            k["keep_max"](np.ascontiguousarray(r, np.float32), resp[z0:z1], best[z0:z1], i)
+        del Z, r
     return resp, best
 
 
@@ -144,10 +152,11 @@ def _relative(v: np.ndarray, level: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 def _local_level(v: np.ndarray, mask: np.ndarray, sigma_vox: float) -> np.ndarray:
     """Mask-normalised Gaussian average of ``v`` over ``mask`` (the host's local grey level)."""
-    w = ndi.gaussian_filter(mask.astype(np.float32), sigma_vox)
+    med = float(np.median(v[mask], overwrite_input=True))  # before the two volumes below
+    w = mask.astype(np.float32)
+    ndi.gaussian_filter(w, sigma_vox, output=w)
     s = np.where(mask, v, np.float32(0)).astype(np.float32, copy=False)
     ndi.gaussian_filter(s, sigma_vox, output=s)
-    med = float(np.median(v[mask], overwrite_input=True))
     far = w <= 0.05  # in place from here: s / max(w, 1e-6) where w > 0.05, else the median
     np.maximum(w, np.float32(1e-6), out=w)
     s /= w
@@ -250,6 +259,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     level = _local_level(v, host_only, background_sigma_vox)
     keep = filled & ~bright
     rel = _relative(v, level, keep)
+    del level  # made again below only where detections need it
     # the spectrum replaces the image it is taken from: the filter bank holds only the former
     from scipy import fft
 
@@ -265,7 +275,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     grow = (ndi.binary_erosion(np.pad(filled, 1), iterations=gm)[1:-1, 1:-1, 1:-1] if gm > 0
             else filled) & ~bright
     seeds = search & (R > rm + k_high * rsd)
-    cand = hysteresis_threshold(np.where(grow, R, rm), rm + k_low * rsd, rm + k_high * rsd)
+    cand = hysteresis_threshold(R, rm + k_low * rsd, rm + k_high * rsd, mask=grow)
     if cand.any():  # keep grown components that hold a seed inside the search region
         lab, n_lab = ndi.label(cand, structure=np.ones((3, 3, 3), bool))
         with_seed = np.zeros(n_lab + 1, bool)
@@ -273,7 +283,8 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         with_seed[0] = False
         cand = lookup_labels(with_seed, lab)
         del lab
-    inst, n = label_instances(cand, connectivity=3)
+    inst, n = label_instances(cand, connectivity=3, dtype="smallest")
+    del cand, seeds, grow
     # the deficit is summed outside the inclusions and their halos (both bright: they would
     # cancel deficit) and scaled by the kept fraction of the aperture outside the inclusions
     # themselves: a crack runs up to a strut (its part in the halo is real) but not through
@@ -281,11 +292,8 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     # NiMH crack 35 % high). The annulus is read outside inclusions and halos too.
     if n:  # the host level again without the detections (a crack pulls its own level down)
         away = host_only & ~ndi.binary_dilation(inst > 0, iterations=int(deficit_margin_vox) + 4)
-        if away.any():
-            del level
-            level = _local_level(v, away, background_sigma_vox)
+        level = _local_level(v, away if away.any() else host_only, background_sigma_vox)
         del away
-    rel = _relative(v, level, keep)
     min_area = (2.0 * sigma_plane_vox) ** 2
     rows = []
     for k, sl in enumerate(ndi.find_objects(inst), start=1):
@@ -324,7 +332,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         n_aperture = int(np.count_nonzero(grown & filled[sl_g] & ~bright_core[sl_g]))
         grown &= keep[sl_g]
         kept = np.count_nonzero(grown) / max(n_aperture, 1)
-        r_g = rel[sl_g]
+        r_g = _relative(v[sl_g], level[sl_g], keep[sl_g])  # v - level in the box only
         base = float(np.median(r_g[ring])) if ring.any() else 0.0
         host_mu = float(np.median(level[sl_g][grown])) + base
         contrast = host_mu if contrast_mu is None else float(contrast_mu)

@@ -65,7 +65,8 @@ def lookup_labels(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def hysteresis_threshold(image: np.ndarray, low: float, high: float) -> np.ndarray:
+def hysteresis_threshold(image: np.ndarray, low: float, high: float, *,
+                         mask: np.ndarray | None = None) -> np.ndarray:
     """Voxels above ``low`` that are face-connected to a voxel above ``high`` (bool).
 
     The rule of scikit-image's ``apply_hysteresis_threshold`` (tested against it), without
@@ -77,14 +78,22 @@ def hysteresis_threshold(image: np.ndarray, low: float, high: float) -> np.ndarr
     image : ndarray of float, shape (nz, ny, nx)
     low, high : float
         Thresholds (strictly above), ``low <= high``.
+    mask : ndarray of bool, same shape, optional
+        Only these voxels count (as if the others were below ``low``), without a masked copy
+        of the image.
     """
     img = np.asarray(image)
     if float(low) > float(high):
         raise XrmInputError(f"hysteresis_threshold: low ({low}) is above high ({high})")
-    lab, n = ndi.label(img > low)
+    above = img > low
+    if mask is not None:
+        above &= np.asarray(mask, bool)
+    lab, n = ndi.label(above)
+    del above
     hit = np.zeros(n + 1, bool)
     for z0 in range(0, img.shape[0], 32):
-        hit[lab[z0:z0 + 32][img[z0:z0 + 32] > high]] = True
+        sl = slice(z0, z0 + 32)
+        hit[lab[sl][img[sl] > high]] = True  # lab is 0 outside the mask
     hit[0] = False
     return lookup_labels(hit, lab)
 
@@ -346,8 +355,8 @@ def segment_multiotsu(volume: np.ndarray, classes: int = 3, *, nbins: int = 256,
     return lab, thr
 
 
-def label_instances(mask: np.ndarray, *, min_voxels: int = 1, connectivity: int = 1
-                    ) -> tuple[np.ndarray, int]:
+def label_instances(mask: np.ndarray, *, min_voxels: int = 1, connectivity: int = 1,
+                    dtype: Any = np.int32) -> tuple[np.ndarray, int]:
     """Per-component labels of a binary mask, largest first, small components dropped.
 
     Parameters
@@ -356,10 +365,12 @@ def label_instances(mask: np.ndarray, *, min_voxels: int = 1, connectivity: int 
     min_voxels : int
         Components with fewer voxels are dropped (set to 0).
     connectivity : {1, 2, 3}
+    dtype : numpy integer type or "smallest"
+        Of the result; ``"smallest"``: uint8, uint16 or int32, whichever holds the count.
 
     Returns
     -------
-    instances : ndarray of int32, shape (nz, ny, nx)
+    instances : ndarray of ``dtype``, shape (nz, ny, nx)
         1 is the largest component, 2 the next, ...; 0 elsewhere.
     n : int
         Number of components kept.
@@ -367,11 +378,13 @@ def label_instances(mask: np.ndarray, *, min_voxels: int = 1, connectivity: int 
     struct = ndi.generate_binary_structure(3, int(connectivity))
     comp, n = ndi.label(np.asarray(mask, bool), structure=struct)
     if n == 0:
-        return comp.astype(np.int32), 0
+        return comp.astype(np.uint8 if dtype == "smallest" else dtype), 0
     sizes = count_labels(comp, n + 1)
     sizes[0] = 0
     order = np.argsort(-sizes, kind="stable")
     keep = order[sizes[order] >= max(int(min_voxels), 1)]
-    remap = np.zeros(n + 1, dtype=np.int32)
-    remap[keep] = np.arange(1, keep.size + 1, dtype=np.int32)
+    if dtype == "smallest":
+        dtype = np.uint8 if keep.size < 256 else np.uint16 if keep.size < 65536 else np.int32
+    remap = np.zeros(n + 1, dtype=dtype)
+    remap[keep] = np.arange(1, keep.size + 1, dtype=np.int64)
     return lookup_labels(remap, comp), int(keep.size)

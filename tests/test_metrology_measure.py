@@ -312,5 +312,20 @@ def test_hysteresis_threshold_equals_scikit_image():
             got = hysteresis_threshold(img, low, high)
             assert got.dtype == bool and np.array_equal(got, want), (shape, low, high)
             assert 0 < want.sum() < want.size or low == 0.5
+        inside = rng.random(shape) > 0.3  # a mask: as if the rest were below low
+        want = apply_hysteresis_threshold(np.where(inside, img, -1.0), 0.05, 0.2)
+        assert np.array_equal(hysteresis_threshold(img, 0.05, 0.2, mask=inside), want)
     with pytest.raises(XrmInputError, match="low"):
         hysteresis_threshold(img, 0.3, 0.1)
+
+
+def test_label_instances_in_the_smallest_type_equal_int32():
+    rng = np.random.default_rng(8)
+    m = ndi.gaussian_filter(rng.standard_normal((30, 31, 32)), 1.0) > 0.6
+    ref, n = label_instances(m, connectivity=3, min_voxels=2)
+    small, n2 = label_instances(m, connectivity=3, min_voxels=2, dtype="smallest")
+    assert n == n2 and 0 < n < 256 and ref.dtype == np.int32 and small.dtype == np.uint8
+    np.testing.assert_array_equal(small, ref)
+    # sizes are in decreasing order (label 1 the largest), as the docstring says
+    sizes = np.bincount(ref.ravel())[1:]
+    assert np.all(np.diff(sizes) <= 0)
