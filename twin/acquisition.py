@@ -139,9 +139,11 @@ def iter_projections(plan: Plan, *, arch: str = "auto",
             for i in range(n):
                 rng = np.random.default_rng([seed, 1, start + i])
                 images[i] = _detect(plan, sums[i], rng, gain, dthick)
+        del part, sums  # before the next chunk's path lengths are traced
         if progress:
             progress(n)
         yield ViewChunk(start, images, samples)
+        del images
 
 
 def flat_sums(plan: Plan) -> np.ndarray:
