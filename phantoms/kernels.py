@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from twin.runtime import releasing
+
 __all__ = ["paint_rounded_sheets", "paint_slabs", "host_table"]
 
 _k: dict[str, Any] = {}
@@ -30,6 +32,7 @@ def _kernels() -> dict[str, Any]:
         runtime.init_taichi("cpu")
     import taichi as ti
 
+    @releasing
     @ti.kernel
     def sheets(labels: ti.types.ndarray(dtype=ti.u8, ndim=3),
                inst: ti.types.ndarray(dtype=ti.i32, ndim=3),
@@ -66,6 +69,7 @@ def _kernels() -> dict[str, Any]:
                                 if write_inst != 0:
                                     ti.atomic_max(inst[k, j, i], ids[s])
 
+    @releasing
     @ti.kernel
     def slabs(labels: ti.types.ndarray(dtype=ti.u8, ndim=3),
               inst: ti.types.ndarray(dtype=ti.i32, ndim=3),

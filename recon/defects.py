@@ -33,6 +33,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from recon.distance import nearest_background, squared_edt
+from recon.local_level import masked_gaussian_mean
 from recon.segmentation import check_volume, count_labels, label_instances, lookup_labels
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
@@ -218,9 +219,7 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
     core = core if core.any() else host
     mu_h, _ = _robust_stats(sm[core])
     if threshold is None and background_sigma_vox:
-        w = ndi.gaussian_filter(core.astype(np.float32), float(background_sigma_vox))
-        bg = ndi.gaussian_filter(np.where(core, v, 0).astype(np.float32), float(background_sigma_vox))
-        bg = np.where(w > 0.05, bg / np.maximum(w, 1e-6), mu_h).astype(np.float32)
+        bg = masked_gaussian_mean(v, core, float(background_sigma_vox), fill=mu_h)
         sm = sm - bg + np.float32(mu_h)  # grey level relative to the local host, in mu units
     else:
         bg = np.float32(mu_h)
@@ -295,15 +294,21 @@ def _sym3_eigvals(a11, a22, a33, a12, a13, a23):
     return tuple(out[:, k].reshape(shape) for k in range(3))
 
 
+#: voxels of one z-slab of :func:`sheetness` (eight float32 copies of it: 64 MiB)
+SHEETNESS_SLAB_VOXELS = 1 << 21
+
+
 def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
-              slab: int = 64) -> np.ndarray:
+              slab: int | None = None) -> np.ndarray:
     """Hessian sheetness ``S = sigma^2 (l1 - |l2| - |l3|)`` of dark (or bright) sheets.
 
     The Hessian is taken with Gaussian-derivative filters of ``sigma_vox`` (scale-normalised by
     ``sigma^2``); ``l1`` is its largest eigenvalue (positive
     across a dark sheet: the intensity has a minimum there), ``l2``, ``l3`` the others
     (closed-form symmetric 3x3 eigenvalues). ``S`` is signed (negative: not sheet-like), so
-    robust noise statistics can be taken on it. Computed in z-slabs to bound memory.
+    robust noise statistics can be taken on it. Computed in z-slabs of ``slab`` planes
+    (default: :data:`SHEETNESS_SLAB_VOXELS` voxels, at least twice the filters' halo) to bound
+    memory: a slab holds eight float32 copies (the input, six derivatives, the result).
 
     Returns
     -------
@@ -313,6 +318,8 @@ def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
     v = check_volume(volume).astype(np.float32, copy=False)
     sgn = 1.0 if dark else -1.0
     halo = int(math.ceil(4 * sigma_vox)) + 2
+    if slab is None:
+        slab = max(2 * halo, SHEETNESS_SLAB_VOXELS // max(1, v.shape[1] * v.shape[2]))
     out = np.zeros(v.shape, np.float32)
     from recon.voxel_kernels import get_kernels
 
@@ -380,7 +387,12 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
     S = sheetness(v, sigma_vox, dark=True)
     med, mad = _robust_stats(S[region])
     thr = med + k_sigma * max(mad, 1e-12) if threshold is None else float(threshold)
-    inst, n = label_instances((S > thr) & region, min_voxels=min_voxels, connectivity=3)
+    cand = S > thr
+    del S  # before the labelling's int32 volume
+    cand &= region
+    del region
+    inst, n = label_instances(cand, min_voxels=min_voxels, connectivity=3, dtype="smallest")
+    del cand
     rows = []
     for sl_i, sl in enumerate(ndi.find_objects(inst)):
         if sl is None:

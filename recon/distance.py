@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from twin.errors import XrmInputError
+from twin.runtime import releasing
 
 __all__ = ["squared_edt", "edt", "nearest_background"]
 
@@ -58,6 +59,7 @@ def _get_kernels() -> dict[str, Any]:
             g = ti.cast(gbuf[l, u], ti.i64)
         return g
 
+    @releasing
     @ti.kernel
     def edt_pass(d2: ti.types.ndarray(dtype=ti.i32, ndim=3), feat: ti.types.ndarray(dtype=ti.i32, ndim=3),
                  axis: ti.template(), with_feat: ti.template(), black: ti.template(),

@@ -441,7 +441,7 @@ def nps_3d(volume: np.ndarray, voxel_size_um: float, *, roi_vox: int = 32,
         ``variance`` (integral of the NPS = noise variance).
     """
     vs = isotropic_voxel_um(voxel_size_um, what="NPS")
-    v = check_volume(volume).astype(np.float64)
+    v = check_volume(volume)  # each ROI in float64 below, not the whole volume
     rois = _rois(v, int(roi_vox), None if mask is None else np.asarray(mask, bool), max_rois,
                  stride_vox)
     if not rois:
@@ -449,7 +449,7 @@ def nps_3d(volume: np.ndarray, voxel_size_um: float, *, roi_vox: int = 32,
     dv = (vs / 1000.0) ** 3
     acc = np.zeros((roi_vox,) * 3)
     for r in rois:
-        acc += np.abs(np.fft.fftn(_detrend(r, detrend))) ** 2
+        acc += np.abs(np.fft.fftn(_detrend(r.astype(np.float64), detrend))) ** 2
     nps = dv / roi_vox ** 3 * acc / len(rois)
     if difference:
         nps /= 2.0

@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from recon.defects import flat_voxels
+from recon.local_level import masked_gaussian_mean
 from recon.segmentation import check_volume, hysteresis_threshold, label_instances, lookup_labels
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
@@ -39,8 +40,8 @@ __all__ = ["hemisphere_normals", "plane_filter", "detect_planar_cracks"]
 
 #: the FFT path holds about this many float32 copies of the volume at once
 _WORK_COPIES = 8
-#: voxels of one block of planes inverted at a time along y and x (a float32 block of 16 MiB)
-_INVERSE_BLOCK_VOXELS = 1 << 22
+#: voxels of one block of planes inverted at a time along y and x (a float32 block of 4 MiB)
+_INVERSE_BLOCK_VOXELS = 1 << 20
 
 
 def hemisphere_normals(max_spacing_deg: float = 20.0) -> np.ndarray:
@@ -83,7 +84,7 @@ def plane_filter(volume: np.ndarray, normals_zyx: np.ndarray, *, sigma_across_vo
     response : ndarray of float32, shape (nz, ny, nx)
         In the volume's units (a dark sheet of width ``w`` and depth ``c`` gives about
         ``c w sigma_n^2 / (sqrt(2 pi) s^3)``, ``s^2 = sigma_n^2 + (w/2)^2/3``... for w << s).
-    best : ndarray of int16, shape (nz, ny, nx)
+    best : ndarray of int8 (int16 past 127 normals), shape (nz, ny, nx)
         Index of the winning normal.
     """
     from scipy import fft
@@ -118,7 +119,7 @@ def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
     For each normal the filtered spectrum ``Y`` is inverted along z in its own array, then
     a block of planes at a time along y and x (after the z pass the planes are independent:
     the same 1-D transforms as ``irfftn``), so no whole inverse image is held. Memory: ``X``,
-    ``Y``, the response and the index, about 3.5 float32 volumes, plus one block.
+    ``Y``, the response and the index, about 3.25 float32 volumes, plus one block.
     """
     from scipy import fft
 
@@ -126,8 +127,10 @@ def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
 
     Y = np.empty_like(X)
     resp = np.full(shape, -np.inf, np.float32)
-    best = np.zeros(shape, np.int16)
+    small = len(nrm) <= np.iinfo(np.int8).max
+    best = np.zeros(shape, np.int8 if small else np.int16)
     k = get_kernels()
+    keep_max = k["keep_max_i8" if small else "keep_max"]
     Xf, Yf = X.view(np.float32).reshape(X.shape + (2,)), Y.view(np.float32).reshape(Y.shape + (2,))
     planes = max(1, _INVERSE_BLOCK_VOXELS // max(1, shape[1] * shape[2]))
     for i, n in enumerate(nrm):
@@ -138,7 +141,7 @@ def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
         for z0 in range(0, shape[0], planes):
             z1 = min(z0 + planes, shape[0])
             r = fft.irfft2(Z[z0:z1], s=tuple(shape[1:]), axes=(1, 2), workers=-1)
-            k["keep_max"](np.ascontiguousarray(r, np.float32), resp[z0:z1], best[z0:z1], i)
+            keep_max(np.ascontiguousarray(r, np.float32), resp[z0:z1], best[z0:z1], i)
         del Z, r
     return resp, best
 
@@ -150,19 +153,35 @@ def _relative(v: np.ndarray, level: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return rel
 
 
-def _local_level(v: np.ndarray, mask: np.ndarray, sigma_vox: float) -> np.ndarray:
-    """Mask-normalised Gaussian average of ``v`` over ``mask`` (the host's local grey level)."""
-    med = float(np.median(v[mask], overwrite_input=True))  # before the two volumes below
-    w = mask.astype(np.float32)
-    ndi.gaussian_filter(w, sigma_vox, output=w)
-    s = np.where(mask, v, np.float32(0)).astype(np.float32, copy=False)
-    ndi.gaussian_filter(s, sigma_vox, output=s)
-    far = w <= 0.05  # in place from here: s / max(w, 1e-6) where w > 0.05, else the median
-    np.maximum(w, np.float32(1e-6), out=w)
-    s /= w
-    del w
-    s[far] = med
-    return s
+def _local_level(v: np.ndarray, mask: np.ndarray, sigma_vox: float, box=None) -> np.ndarray:
+    """The host's local grey level: the Gaussian mean of ``v`` over ``mask``
+    (:func:`recon.local_level.masked_gaussian_mean`), its median far from the mask; only in
+    ``box`` (3 slices) when given."""
+    med = float(np.median(v[mask], overwrite_input=True))
+    return masked_gaussian_mean(v, mask, sigma_vox, fill=med, box=box)
+
+
+class _Masks:
+    """Boolean volumes of one shape kept as bits of one uint8 volume (8 masks in the memory
+    of one): ``put(name, mask)``, ``get(name[, box])`` (a new bool array)."""
+
+    def __init__(self, shape):
+        self.bits = np.zeros(shape, np.uint8)
+        self.shift: dict[str, int] = {}
+
+    def put(self, name: str, mask: np.ndarray) -> None:
+        if name not in self.shift:
+            if len(self.shift) == 8:
+                raise ValueError("_Masks holds 8 masks")
+            self.shift[name] = len(self.shift)
+        k = self.shift[name]
+        np.bitwise_and(self.bits, np.uint8(~(1 << k) & 0xFF), out=self.bits)
+        self.bits |= np.left_shift(np.asarray(mask, bool).view(np.uint8), k)
+
+    def get(self, name: str, box=()) -> np.ndarray:
+        t = np.right_shift(self.bits[box], self.shift[name])
+        np.bitwise_and(t, np.uint8(1), out=t)
+        return t.view(bool)
 
 
 def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float, *,
@@ -233,16 +252,20 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         raise XrmInputError("detect_planar_cracks: host_mask must match the volume and be non-empty")
     normals = hemisphere_normals() if normals_zyx is None else np.asarray(normals_zyx, float)
     reach = int(math.ceil(2.0 * sigma_plane_vox))
+    # the masks that outlive the filter bank are kept as bits of one volume (it holds the
+    # memory peak: spectrum, filtered spectrum, response and index)
+    masks = _Masks(v.shape)
     filled = ndi.binary_fill_holes(host)
     region = ndi.binary_erosion(np.pad(filled, 1), iterations=reach)[1:-1, 1:-1, 1:-1]
     if not region.any():
         raise XrmInputError(f"detect_planar_cracks: the host is thinner than twice the in-plane "
                             f"filter width ({2 * reach} voxels)")
+    masks.put("region", region)
+    del region
     # bright inclusions to the host level, then everything relative to the local host level
-    rel = _local_level(v, host, background_sigma_vox)
-    np.subtract(v, rel, out=rel)  # v - level, in the level's array
-    sm = ndi.gaussian_filter(rel, 1.0)
-    del rel
+    sm = _local_level(v, host, background_sigma_vox)
+    np.subtract(v, sm, out=sm)  # v - level, in the level's array
+    ndi.gaussian_filter(sm, 1.0, output=sm)
     inner = host & ndi.binary_erosion(host, iterations=1)
     vals = sm[inner]
     med = float(np.median(vals))
@@ -252,14 +275,29 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     bright_core = sm > med + bright_k_sigma * max(sd, 1e-12)
     del sm
     bright = ndi.binary_dilation(bright_core, iterations=2)
+    masks.put("bright_core", bright_core)
+    del bright_core
     host_only = inner & ~bright
+    del inner
     if not host_only.any():
         raise XrmInputError("detect_planar_cracks: nothing of the host is left after removing "
                             "its bright inclusions")
-    level = _local_level(v, host_only, background_sigma_vox)
     keep = filled & ~bright
+    gm = int(math.ceil(sigma_plane_vox if grow_margin_vox is None else grow_margin_vox))
+    grow = (ndi.binary_erosion(np.pad(filled, 1), iterations=gm)[1:-1, 1:-1, 1:-1] & keep
+            if gm > 0 else keep)
+    masks.put("grow", grow)
+    del grow
+    masks.put("search", masks.get("region") & ~bright)
+    del bright
+    masks.put("filled", filled)
+    del filled
+    level = _local_level(v, host_only, background_sigma_vox)
+    masks.put("host_only", host_only)
+    del host_only
     rel = _relative(v, level, keep)
-    del level  # made again below only where detections need it
+    masks.put("keep", keep)
+    del level, keep  # the level is made again below only where detections need it
     # the spectrum replaces the image it is taken from: the filter bank holds only the former
     from scipy import fft
 
@@ -268,14 +306,14 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     del rel
     R, best = _filter_bank(X, v.shape, nrm, sigma_across_vox, sigma_plane_vox)
     del X
-    search = region & ~bright
-    rm = float(np.median(R[search]))
-    rsd = 1.4826 * float(np.median(np.abs(R[search] - rm)))
-    gm = int(math.ceil(sigma_plane_vox if grow_margin_vox is None else grow_margin_vox))
-    grow = (ndi.binary_erosion(np.pad(filled, 1), iterations=gm)[1:-1, 1:-1, 1:-1] if gm > 0
-            else filled) & ~bright
+    search = masks.get("search")
+    vals = R[search]
+    rm = float(np.median(vals))
+    rsd = 1.4826 * float(np.median(np.abs(vals - rm)))
+    del vals
     seeds = search & (R > rm + k_high * rsd)
-    cand = hysteresis_threshold(R, rm + k_low * rsd, rm + k_high * rsd, mask=grow)
+    del search
+    cand = hysteresis_threshold(R, rm + k_low * rsd, rm + k_high * rsd, mask=masks.get("grow"))
     if cand.any():  # keep grown components that hold a seed inside the search region
         lab, n_lab = ndi.label(cand, structure=np.ones((3, 3, 3), bool))
         with_seed = np.zeros(n_lab + 1, bool)
@@ -284,24 +322,36 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         cand = lookup_labels(with_seed, lab)
         del lab
     inst, n = label_instances(cand, connectivity=3, dtype="smallest")
-    del cand, seeds, grow
+    del cand, seeds
+    # of each detection, what the response tells (its peak, the normal that won most of its
+    # voxels) before the response goes
+    objects = ndi.find_objects(inst)
+    peak_of, normal_of = {}, {}
+    for k, sl in enumerate(objects, start=1):
+        if sl is not None:
+            m = inst[sl] == k
+            peak_of[k] = float(R[sl][m].max())
+            normal_of[k] = int(np.argmax(np.bincount(best[sl][m], minlength=len(normals))))
+    del R, best
     # the deficit is summed outside the inclusions and their halos (both bright: they would
     # cancel deficit) and scaled by the kept fraction of the aperture outside the inclusions
     # themselves: a crack runs up to a strut (its part in the halo is real) but not through
     # it (foam struts bridge cracks in the paste; scaling over the whole aperture read the
     # NiMH crack 35 % high). The annulus is read outside inclusions and halos too.
     if n:  # the host level again without the detections (a crack pulls its own level down)
+        host_only = masks.get("host_only")
         away = host_only & ~ndi.binary_dilation(inst > 0, iterations=int(deficit_margin_vox) + 4)
-        level = _local_level(v, away if away.any() else host_only, background_sigma_vox)
-        del away
+        if not away.any():
+            away = host_only
+        del host_only
+        away_med = float(np.median(v[away]))
     min_area = (2.0 * sigma_plane_vox) ** 2
     rows = []
-    for k, sl in enumerate(ndi.find_objects(inst), start=1):
+    for k, sl in enumerate(objects, start=1):
         if sl is None:
             continue
         m = inst[sl] == k
-        idx = np.bincount(best[sl][m], minlength=len(normals))
-        nrm = normals[int(np.argmax(idx))]
+        nrm = normals[normal_of[k]]
         nrm = nrm / np.linalg.norm(nrm)
         coords = np.argwhere(m).astype(float) + np.array([s.start for s in sl], float)
         c0 = coords.mean(axis=0)
@@ -318,23 +368,25 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         ext_in = sorted([float(np.ptp(c @ a)) + 1.0, float(np.ptp(c @ b)) + 1.0])
         if ext_in[0] < min_planarity * min(ext_n, 2.0 * sigma_plane_vox):
             continue
-        peak = float(R[sl][m].max())
         # aperture photometry: the deficit over the detection grown by `pad` voxels, against
         # the median of an annulus 1-3 voxels beyond it (the local host level without the crack)
         pad = int(deficit_margin_vox)
         out = pad + 4
         sl_g = tuple(slice(max(s.start - out, 0), min(s.stop + out, N)) for s, N in zip(sl, v.shape))
-        det = np.zeros(v[sl_g].shape, bool)
+        keep_g = masks.get("keep", sl_g)
+        det = np.zeros(keep_g.shape, bool)
         det[tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(sl, sl_g))] = m
         grown = ndi.binary_dilation(det, iterations=pad) if pad else det
-        ring = ndi.binary_dilation(grown, iterations=3) & ~ndi.binary_dilation(grown) & keep[sl_g]
+        ring = ndi.binary_dilation(grown, iterations=3) & ~ndi.binary_dilation(grown) & keep_g
         # the aperture where a crack can be: not inside an inclusion (struts bridge cracks)
-        n_aperture = int(np.count_nonzero(grown & filled[sl_g] & ~bright_core[sl_g]))
-        grown &= keep[sl_g]
+        n_aperture = int(np.count_nonzero(grown & masks.get("filled", sl_g)
+                                          & ~masks.get("bright_core", sl_g)))
+        grown &= keep_g
         kept = np.count_nonzero(grown) / max(n_aperture, 1)
-        r_g = _relative(v[sl_g], level[sl_g], keep[sl_g])  # v - level in the box only
+        level_g = masked_gaussian_mean(v, away, background_sigma_vox, fill=away_med, box=sl_g)
+        r_g = _relative(v[sl_g], level_g, keep_g)  # v - level in the box only
         base = float(np.median(r_g[ring])) if ring.any() else 0.0
-        host_mu = float(np.median(level[sl_g][grown])) + base
+        host_mu = float(np.median(level_g[grown])) + base
         contrast = host_mu if contrast_mu is None else float(contrast_mu)
         deficit = -float((r_g[grown] - base).sum()) / max(kept, 1e-6)   # (1/mm) x voxels
         vol_mm3 = deficit / contrast * (vs / 1000.0) ** 3 if contrast > 0 else None
@@ -346,7 +398,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
                      "volume_mm3": vol_mm3,
                      "opening_um": vol_mm3 / area_mm2 * 1000.0 if vol_mm3 is not None else None,
                      "host_mu": host_mu, "contrast_mu": contrast,
-                     "response_peak_sd": (peak - rm) / max(rsd, 1e-30)})
+                     "response_peak_sd": (peak_of[k] - rm) / max(rsd, 1e-30)})
         if return_voxels:
             rows[-1]["_voxels"] = flat_voxels(m, sl, v.shape)
     return rows

@@ -46,6 +46,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from twin.errors import XrmInputError
+from twin.runtime import releasing
 
 __all__ = ["local_thickness_um", "thickness_stats", "isotropic_voxel_um",
            "squared_edt_voxels", "distance_ridge", "containment_table"]
@@ -132,6 +133,7 @@ def _get_kernels() -> dict[str, Any]:
         runtime.init_taichi("cpu")
     import taichi as ti
 
+    @releasing
     @ti.kernel
     def ridge(d2: ti.types.ndarray(dtype=ti.i32, ndim=3), dmin: ti.types.ndarray(dtype=ti.i64, ndim=2),
               out: ti.types.ndarray(dtype=ti.u8, ndim=3)):
@@ -161,6 +163,7 @@ def _get_kernels() -> dict[str, Any]:
             k += 1
         return k
 
+    @releasing
     @ti.kernel
     def paint(cz: ti.types.ndarray(dtype=ti.i32, ndim=1), cy: ti.types.ndarray(dtype=ti.i32, ndim=1),
               cx: ti.types.ndarray(dtype=ti.i32, ndim=1), cd2: ti.types.ndarray(dtype=ti.i32, ndim=1),

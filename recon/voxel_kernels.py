@@ -2,7 +2,8 @@
 
 * ``sheet``: the oriented sheet filter of :func:`recon.plane_filter.plane_filter`, applied to
   an rfftn half-spectrum (the formula is written once, here).
-* ``keep_max``: running maximum and its argument over the filter's normals.
+* ``keep_max`` (``keep_max_i8``): running maximum and its argument (int16, int8) over the
+  filter's normals.
 * ``sheetness``: :func:`recon.defects.sheetness` from the six Hessian components (closed-form
   eigenvalues of symmetric 3x3 matrices, Smith 1961).
 
@@ -10,6 +11,8 @@ No ``from __future__ import annotations``: Taichi reads kernel annotations at ru
 """
 
 from typing import Any
+
+from twin.runtime import releasing
 
 _kernels: dict[str, Any] = {}
 
@@ -24,6 +27,7 @@ def get_kernels() -> dict[str, Any]:
         runtime.init_taichi("cpu")
     import taichi as ti
 
+    @releasing
     @ti.kernel
     def sheet(X: ti.types.ndarray(dtype=ti.f32, ndim=4), Y: ti.types.ndarray(dtype=ti.f32, ndim=4),
               nz: ti.i32, ny: ti.i32, nx: ti.i32, n0: ti.f32, n1: ti.f32, n2: ti.f32,
@@ -45,13 +49,16 @@ def get_kernels() -> dict[str, Any]:
             Y[i, j, l, 0] = X[i, j, l, 0] * h
             Y[i, j, l, 1] = X[i, j, l, 1] * h
 
-    @ti.kernel
-    def keep_max(r: ti.types.ndarray(dtype=ti.f32, ndim=3), resp: ti.types.ndarray(dtype=ti.f32, ndim=3),
-                 best: ti.types.ndarray(dtype=ti.i16, ndim=3), index: ti.i32):
-        for z, y, x in r:
-            if r[z, y, x] > resp[z, y, x]:
-                resp[z, y, x] = r[z, y, x]
-                best[z, y, x] = ti.cast(index, ti.i16)
+    def keep_max_of(index_type):
+        @releasing
+        @ti.kernel
+        def keep_max(r: ti.types.ndarray(dtype=ti.f32, ndim=3), resp: ti.types.ndarray(dtype=ti.f32, ndim=3),
+                     best: ti.types.ndarray(dtype=index_type, ndim=3), index: ti.i32):
+            for z, y, x in r:
+                if r[z, y, x] > resp[z, y, x]:
+                    resp[z, y, x] = r[z, y, x]
+                    best[z, y, x] = ti.cast(index, index_type)
+        return keep_max
 
     @ti.func
     def eig3(a11: ti.f64, a22: ti.f64, a33: ti.f64, a12: ti.f64, a13: ti.f64, a23: ti.f64):
@@ -72,6 +79,7 @@ def get_kernels() -> dict[str, Any]:
         e2 = 3.0 * q - e1 - e3
         return e1, e2, e3
 
+    @releasing
     @ti.kernel
     def eigvals(a11: ti.types.ndarray(dtype=ti.f64, ndim=1), a22: ti.types.ndarray(dtype=ti.f64, ndim=1),
                 a33: ti.types.ndarray(dtype=ti.f64, ndim=1), a12: ti.types.ndarray(dtype=ti.f64, ndim=1),
@@ -81,6 +89,7 @@ def get_kernels() -> dict[str, Any]:
             e1, e2, e3 = eig3(a11[i], a22[i], a33[i], a12[i], a13[i], a23[i])
             out[i, 0], out[i, 1], out[i, 2] = e1, e2, e3
 
+    @releasing
     @ti.kernel
     def sheetness(hzz: ti.types.ndarray(dtype=ti.f32, ndim=1), hyy: ti.types.ndarray(dtype=ti.f32, ndim=1),
                   hxx: ti.types.ndarray(dtype=ti.f32, ndim=1), hzy: ti.types.ndarray(dtype=ti.f32, ndim=1),
@@ -92,5 +101,6 @@ def get_kernels() -> dict[str, Any]:
                               ti.cast(hzy[i], ti.f64), ti.cast(hzx[i], ti.f64), ti.cast(hyx[i], ti.f64))
             out[i] = ti.cast((l1 - ti.abs(l2) - ti.abs(l3)) * sigma2, ti.f32)
 
-    _kernels.update(sheet=sheet, keep_max=keep_max, eigvals=eigvals, sheetness=sheetness)
+    _kernels.update(sheet=sheet, keep_max=keep_max_of(ti.i16), keep_max_i8=keep_max_of(ti.i8),
+                    eigvals=eigvals, sheetness=sheetness)
     return _kernels

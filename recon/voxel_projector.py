@@ -23,7 +23,7 @@ import taichi as ti
 
 from twin.errors import XrmInputError
 from twin.geometry import ScanGeometry
-from twin.runtime import current_arch, init_taichi
+from twin.runtime import current_arch, init_taichi, releasing
 
 # ----------------------------------------------------------------------------- host side
 
@@ -132,6 +132,7 @@ VIEW_CHUNK_CPU = 32
 LINE_BUDGET_BYTES = 32 << 20  # interpolated detector lines held per launch of the line kernel
 
 
+@releasing
 @ti.kernel
 def _backproject_kernel(proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
                         mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
@@ -182,6 +183,7 @@ def _backproject_kernel(proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
 _VEC4 = ti.types.vector(4, ti.f32)
 
 
+@releasing
 @ti.kernel
 def _backproject_quad_kernel(quads: ti.types.ndarray(dtype=_VEC4, ndim=3),
                              mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
@@ -228,6 +230,7 @@ def _backproject_quad_kernel(quads: ti.types.ndarray(dtype=_VEC4, ndim=3),
                 vol[k, j, i] += acc[q]
 
 
+@releasing
 @ti.kernel
 def _forward_kernel(vol: ti.types.ndarray(dtype=ti.f32, ndim=3),
                     mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
@@ -286,6 +289,7 @@ def _quads(proj: np.ndarray) -> np.ndarray:
     return q
 
 
+@releasing
 @ti.kernel
 def _backproject_lines_kernel(lines: ti.types.ndarray(dtype=ti.f32, ndim=3),
                               col0: ti.types.ndarray(dtype=ti.f32, ndim=2),

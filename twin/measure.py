@@ -28,7 +28,8 @@ MAX_CLASSES = 6
 def truth_on_grid(truth: Mapping[str, Any], shape_zyx, voxel_size_um: float, origin_mm) -> np.ndarray:
     """Truth labels resampled (nearest voxel centre) onto another grid; -1 outside the truth.
 
-    Returns int16 (int32 for labels of 2^15 and more), shape ``shape_zyx``.
+    Returns the smallest signed type that holds the labels plus one (int8 below 127 labels,
+    then int16, int32), shape ``shape_zyx``: ``t_grid + 1`` does not overflow.
     """
     lab = truth["labels"]
     tv = np.broadcast_to(np.asarray(truth["voxel_size_um"], float), (3,)) / 1000.0
@@ -43,7 +44,8 @@ def truth_on_grid(truth: Mapping[str, Any], shape_zyx, voxel_size_um: float, ori
         idx.append(i)
     ix, iy, iz = idx
     tz, ty, tx = lab.shape
-    dtype = np.int16 if int(lab.max(initial=0)) < 2 ** 15 else np.int32
+    top = int(lab.max(initial=0)) + 1
+    dtype = next(t for t in (np.int8, np.int16, np.int32) if top <= np.iinfo(t).max)
     out = np.full(shape_zyx, -1, dtype)
     box = []  # the indices are increasing, so the voxels inside the truth form one box
     for i, n_t in ((iz, tz), (iy, ty), (ix, tx)):
@@ -246,6 +248,36 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
                                             "thresholds_per_mm": [float(t) for t in thresholds],
                                             "components": {str(k): v for k, v in names.items()},
                                             "dice": dice}}
+    # defects first: the crack search holds the stage's memory peak, and the thickness maps
+    # are not alive yet; the defect map is painted at the end from the detections' voxels
+    detected_voxels: list = []
+    if t_grid is not None:
+        # labels shifted by one so that 0 is "outside the measured region", not air: in an
+        # interior scan the truth's air is only what lies inside the field of view
+        counts = label_counts(t_grid, region)
+        seen = {int(l) for l in np.flatnonzero(counts)}
+        present = {l: n for l, n in t_names.items() if l > 0 and l in seen}
+        in_region = {l: n for l, n in {0: "air", **present}.items() if l in seen}
+        shifted = np.where(region, t_grid + 1, 0)
+        cnr = image_quality.cnr_pairs(vol, shifted, {l + 1: n for l, n in in_region.items()},
+                                      include_background=False)
+        del shifted
+        out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()},
+                                "cnr_detail": cnr}
+        raw = vol if undenoised is None else np.asarray(undenoised, np.float32)
+        if raw.shape != vol.shape:
+            raise XrmInputError(f"undenoised volume {raw.shape} and volume {vol.shape} differ")
+        out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect, comp,
+                                  raw=raw, kvp=kvp)
+        detected_voxels = out["defects"].pop("_voxels")
+        from twin.defect_scores import score_defects
+
+        out["detectability"].update(score_defects(vol, vs, t_grid, region, truth, out["defects"],
+                                                  cnr, kvp=kvp))
+    else:
+        cnr = image_quality.cnr_pairs(vol, comp, {0: "background", **names})
+        out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()}, "cnr_detail": cnr}
+        out["defects"] = {"truth": [], "detected": [], "matched": {}}
     # surfaces: marching cubes on the smoothed segmented mask (the grey-level surface picks up
     # noise inside multi-phase components)
     if thickness_maps is None:
@@ -260,40 +292,15 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
         if "thickness_map_um" in rec:
             out["thickness_maps"][name] = (rec.pop("thickness_map_um"), rec["thickness_um"]["voxel_um"])
     if t_grid is not None:
-        counts = label_counts(t_grid, region)
-        seen = {int(l) for l in np.flatnonzero(counts)}
-        present = {l: n for l, n in t_names.items() if l > 0 and l in seen}
         tg = np.where(region, t_grid, 0)
         out["metrology_truth"] = metrology.measure_components(tg, vs, present, thickness=thickness,
                                                               allow_missing=True)
         del tg
-        # labels shifted by one so that 0 is "outside the measured region", not air: in an
-        # interior scan the truth's air is only what lies inside the field of view
-        in_region = {l: n for l, n in {0: "air", **present}.items() if l in seen}
-        shifted = np.where(region, t_grid + 1, 0)
-        cnr = image_quality.cnr_pairs(vol, shifted, {l + 1: n for l, n in in_region.items()},
-                                      include_background=False)
-        del shifted
-        out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()},
-                                "cnr_detail": cnr}
-        raw = vol if undenoised is None else np.asarray(undenoised, np.float32)
-        if raw.shape != vol.shape:
-            raise XrmInputError(f"undenoised volume {raw.shape} and volume {vol.shape} differ")
-        out["defects"] = _defects(vol, vs, origin_mm, truth, t_grid, region, detect, comp,
-                                  raw=raw, kvp=kvp)
-        out["defect_map"] = out["defects"].pop("_map")
-        from twin.defect_scores import score_defects
-
-        out["detectability"].update(score_defects(vol, vs, t_grid, region, truth, out["defects"],
-                                                  cnr, kvp=kvp))
-    else:
-        cnr = image_quality.cnr_pairs(vol, comp, {0: "background", **names})
-        out["detectability"] = {"cnr": {k: float(v["cnr"]) for k, v in cnr.items()}, "cnr_detail": cnr}
-        out["defects"] = {"truth": [], "detected": [], "matched": {}}
-        out["defect_map"] = np.zeros(vol.shape, np.uint16)
+    out["defect_map"] = defect_map_of([{"_voxels": x} for x in detected_voxels], vol.shape)
     out["labels"] = comp
     if t_grid is not None:  # the truth on the volume's grid, 0 outside the measured region
-        out["truth_labels"] = np.where(region, t_grid, 0)
+        out["truth_labels"] = np.where(region, t_grid, 0).astype(np.int16 if t_grid.dtype == np.int8
+                                                                  else t_grid.dtype)
         out["truth_names"] = {l: n for l, n in t_names.items() if l > 0}
     out["timing_s"] = {"measure": time.perf_counter() - t0}
     return out
@@ -344,6 +351,10 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None,
     volume's contrast from the material tables at the scan's effective energy (the host and
     the fill are known materials; their greys are not), then the voxel-scale Hessian for the
     small ones it does not cover.
+
+    Returns ``{truth, detected, matched, n_truth_in_view, n_truth_total, _voxels}``:
+    ``_voxels[i]`` the flat voxel indices of ``detected[i]`` (or ``None``), for
+    :func:`defect_map_of`.
     """
     from recon import defects as dmod
 
@@ -401,10 +412,10 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None,
                         d["contrast_mu"] = contrast
                     detected += found
     matched = dmod.match_defects(detected, visible, vs) if visible else {}
-    defect_map = defect_map_of(detected, vol.shape)
+    voxels = [d.get("_voxels") for d in detected]
     detected = [{k: v for k, v in d.items() if not k.startswith("_")} for d in detected]
     return {"truth": visible, "detected": detected, "matched": matched,
-            "n_truth_in_view": len(visible), "n_truth_total": len(rows), "_map": defect_map}
+            "n_truth_in_view": len(visible), "n_truth_total": len(rows), "_voxels": voxels}
 
 
 def defect_map_of(detected: Sequence[Mapping[str, Any]], shape_zyx) -> np.ndarray:

@@ -55,7 +55,7 @@ import numpy as np
 import taichi as ti
 
 from twin.errors import XrmInputError
-from twin.runtime import init_taichi
+from twin.runtime import init_taichi, releasing
 
 _log = logging.getLogger("xrm_twin")
 
@@ -181,6 +181,7 @@ def _tri_hit(ax_, ay_, bx_, by_, cx_, cy_):
     return hit, eu, ev, ew, det
 
 
+@releasing
 @ti.kernel
 def _trace_grid(vec: ti.types.ndarray(), labels: ti.types.ndarray(), lut: ti.types.ndarray(),
                 out: ti.types.ndarray(), v0: int, nrows: int, ncols: int, parallel: int,
@@ -286,6 +287,7 @@ def _trace_grid(vec: ti.types.ndarray(), labels: ti.types.ndarray(), lut: ti.typ
         counter[iv % counter.shape[0]] += steps
 
 
+@releasing
 @ti.kernel
 def _trace_mesh(vec: ti.types.ndarray(), tris: ti.types.ndarray(), tri_part: ti.types.ndarray(),
                 node_lo: ti.types.ndarray(), node_hi: ti.types.ndarray(),
@@ -491,6 +493,7 @@ def _raster_lines(acc: ti.template(), iv, part, xa, ya, xb, yb, xc, yc, l_lo, l_
         line += nslice
 
 
+@releasing
 @ti.kernel
 def _raster_mesh(vec: ti.types.ndarray(), proj: ti.types.ndarray(), tris: ti.types.ndarray(),
                  tri_part: ti.types.ndarray(), acc: ti.types.ndarray(), nrows: int, ncols: int,
@@ -556,6 +559,7 @@ def _raster_mesh(vec: ti.types.ndarray(), proj: ti.types.ndarray(), tris: ti.typ
                               False, q, u, w, n0, k0, ku, kw, cx, cy, hand, parallel, row0)
 
 
+@releasing
 @ti.kernel
 def _parts_to_materials(inside: ti.types.ndarray(), amat: ti.types.ndarray(), limits: ti.types.ndarray(),
                         out: ti.types.ndarray(), scale: ti.f64, offset: int, bad: ti.types.ndarray(),

@@ -12,11 +12,12 @@ own integral and the results are averaged (``out``/``factor``; :meth:`twin.scene
 import numpy as np
 import taichi as ti
 
-from twin.runtime import init_taichi
+from twin.runtime import init_taichi, releasing
 
 MAX_MATERIALS = 32
 
 
+@releasing
 @ti.kernel
 def _spectral_sums(lengths: ti.types.ndarray(), mu_t: ti.types.ndarray(), w_t: ti.types.ndarray(),
                    wscale: ti.types.ndarray(), out: ti.types.ndarray(), accumulate: int,

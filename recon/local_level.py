@@ -1,0 +1,102 @@
+"""The local grey level of a phase: a mask-normalised Gaussian mean, in one volume of memory.
+
+The defect detectors compare a voxel with the level of the phase around it (the host
+electrode's grey, which drifts with cupping and composition): with ``G`` a Gaussian of
+``sigma_vox``,
+
+    level = G * (m v) / G * m          where G * m > 0.05, ``fill`` elsewhere
+
+(``m`` the mask). Written out, that holds two float32 volumes (numerator and denominator)
+besides the result. Here the numerator is filtered in the result's own array (the z pass
+in blocks of rows, the y and x passes in blocks of planes, which are independent after the
+z pass) and the denominator a slab of planes at a time with a halo of the Gaussian's radius,
+so the result is bit-identical to :func:`scipy.ndimage.gaussian_filter` on whole volumes
+while at most one slab is held beside it. Where only a box is wanted (the level around a
+detection), the same is computed on the box grown by the Gaussian's radius.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["masked_gaussian_mean"]
+
+#: voxels of one block of the numerator's passes (a float32 block of 16 MiB)
+_BLOCK_VOXELS = 1 << 22
+#: the denominator's slabs: a quarter of the planes, and at least twice the halo
+_SLABS = 4
+#: scipy.ndimage's default truncation of the Gaussian (radius = int(truncate sigma + 0.5))
+_TRUNCATE = 4.0
+#: the normalising weight below which a voxel is too far from the mask to have a level
+MIN_WEIGHT = 0.05
+
+
+def gaussian_radius_vox(sigma_vox: float) -> int:
+    """Reach of scipy.ndimage's Gaussian of ``sigma_vox`` (voxels), at its default truncation."""
+    return int(_TRUNCATE * float(sigma_vox) + 0.5)
+
+
+def masked_gaussian_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float, *,
+                         fill: float, box: tuple[slice, slice, slice] | None = None) -> np.ndarray:
+    """Gaussian mean of ``values`` over ``mask`` at every voxel (see module doc).
+
+    Parameters
+    ----------
+    values : ndarray of float32, shape (nz, ny, nx)
+    mask : ndarray of bool, same shape
+    sigma_vox : float
+        Gaussian width (voxels), the same on every axis; boundaries reflect (scipy's default).
+    fill : float
+        The level where the normalising weight ``G * m`` is at most :data:`MIN_WEIGHT`.
+    box : tuple of 3 slices (step 1), optional
+        Only this box of the result (from the box grown by the Gaussian's radius).
+
+    Returns
+    -------
+    ndarray of float32, shape (nz, ny, nx), or the box's shape
+    """
+    v = np.asarray(values, np.float32)
+    m = np.asarray(mask, bool)
+    if v.shape != m.shape or v.ndim != 3:
+        raise ValueError(f"values {v.shape} and mask {m.shape} must be the same 3-D shape")
+    if box is not None:
+        r = gaussian_radius_vox(sigma_vox)
+        box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(box, v.shape))
+        grown = tuple(slice(max(s.start - r, 0), min(s.stop + r, n)) for s, n in zip(box, v.shape))
+        inner = tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(box, grown))
+        return masked_gaussian_mean(v[grown], m[grown], sigma_vox, fill=fill)[inner].copy()
+    nz, ny, nx = v.shape
+    sigma = float(sigma_vox)
+    out = np.empty(v.shape, np.float32)
+    # numerator, z pass: blocks of rows (whole z columns)
+    rows = max(1, _BLOCK_VOXELS // max(1, nz * nx))
+    for y0 in range(0, ny, rows):
+        y1 = min(y0 + rows, ny)
+        block = np.where(m[:, y0:y1], v[:, y0:y1], np.float32(0)).astype(np.float32, copy=False)
+        ndi.gaussian_filter1d(block, sigma, axis=0, output=out[:, y0:y1], truncate=_TRUNCATE)
+    # numerator, y and x passes: blocks of planes (independent after the z pass)
+    planes = max(1, _BLOCK_VOXELS // max(1, ny * nx))
+    tmp = np.empty((min(planes, nz), ny, nx), np.float32)
+    for z0 in range(0, nz, planes):
+        z1 = min(z0 + planes, nz)
+        t = tmp[:z1 - z0]
+        ndi.gaussian_filter1d(out[z0:z1], sigma, axis=1, output=t, truncate=_TRUNCATE)
+        ndi.gaussian_filter1d(t, sigma, axis=2, output=out[z0:z1], truncate=_TRUNCATE)
+    del tmp
+    # the denominator, a slab at a time with a halo of the radius, and the quotient
+    radius = gaussian_radius_vox(sigma)
+    planes = max(2 * radius, -(-nz // _SLABS), 1)
+    fill32 = np.float32(fill)
+    for z0 in range(0, nz, planes):
+        z1 = min(z0 + planes, nz)
+        a, b = max(z0 - radius, 0), min(z1 + radius, nz)
+        w = m[a:b].astype(np.float32)
+        ndi.gaussian_filter(w, sigma, output=w, truncate=_TRUNCATE)
+        w = w[z0 - a:z1 - a]
+        far = w <= MIN_WEIGHT
+        np.maximum(w, np.float32(1e-6), out=w)
+        out[z0:z1] /= w
+        out[z0:z1][far] = fill32
+        del w, far
+    return out
