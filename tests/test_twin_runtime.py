@@ -42,6 +42,37 @@ def test_an_array_passed_to_the_compiling_call_is_freed_with_its_last_reference(
     assert alive is (not wrapped)
 
 
+def test_a_compile_for_a_new_template_value_also_frees_its_arrays():
+    # the distance transform's kernel compiles once per (axis, with_feat, black): the arrays
+    # kinds repeat, the template values do not (the case that kept 0.875 volumes alive)
+    import taichi as ti
+
+    from twin import runtime
+
+    if runtime.current_arch() is None:
+        runtime.init_taichi("cpu")
+
+    @ti.kernel
+    def add(a: ti.types.ndarray(dtype=ti.f32, ndim=1), step: ti.template()):
+        for i in a:
+            a[i] += step
+
+    k = runtime.releasing(add)
+    k(np.zeros(4, np.float32), 1)  # compiles for step = 1
+    gc.collect()
+    gc.disable()
+    try:
+        a = np.zeros(1000, np.float32)
+        k(a, 2)  # same kind of array, new template value: compiles again
+        assert np.all(a == 2.0)
+        ref = weakref.ref(a)
+        del a
+        alive = ref() is not None
+    finally:
+        gc.enable()
+    assert not alive
+
+
 def test_later_calls_run_the_kernel_and_return_its_result():
     k = _fresh_kernel(True)
     a = np.zeros(10, np.float32)

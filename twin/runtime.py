@@ -100,23 +100,36 @@ def releasing(kernel):
     """``kernel`` (a Taichi kernel), wrapped so that compiling it does not keep its arguments.
 
     Taichi compiles a kernel on its first call for each kind of argument (dtype, number of
-    dimensions), and the compiler's context, which refers to that call's arguments, is freed
-    only by Python's cyclic garbage collector: a 1 GiB array passed to a kernel's first call
-    stayed allocated long after the caller let it go (measured: the distance transform's two
-    feature volumes of the segmentation were still alive in the crack search's filter bank).
-    The wrapper runs the collector after the first call of each kind of argument.
+    dimensions) and each value of its ``ti.template()`` arguments, and the compiler's context,
+    which refers to that call's arguments, is freed only by Python's cyclic garbage collector:
+    a 1 GiB array passed to a compiling call stayed allocated long after the caller let it go
+    (measured: the distance transform's two feature volumes of the segmentation, 0.875 of a
+    float32 volume, were still alive in the crack search's filter bank, its memory peak).
+    The wrapper runs the collector after every call that compiled: it sees the kernel's table
+    of compiled instances grow (Taichi's ``_primal.compiled_kernels``); where a Taichi version
+    has no such table, after the first call of each kind of argument and template value.
     """
     import functools
     import gc
 
+    primal = getattr(kernel, "_primal", None)
+    compiled = getattr(primal, "compiled_kernels", None)
     seen: set = set()
 
     def kind(a):
         dtype = getattr(a, "dtype", None)
-        return (type(a).__name__, str(dtype), getattr(a, "ndim", None)) if dtype is not None else type(a).__name__
+        if dtype is not None:
+            return (type(a).__name__, str(dtype), getattr(a, "ndim", None))
+        return (type(a).__name__, a) if isinstance(a, (bool, str)) else type(a).__name__
 
     @functools.wraps(kernel)
     def call(*args, **kwargs):
+        if isinstance(compiled, dict):
+            before = len(compiled)
+            out = kernel(*args, **kwargs)
+            if len(compiled) != before:
+                gc.collect()
+            return out
         key = (tuple(kind(a) for a in args), tuple((k, kind(v)) for k, v in sorted(kwargs.items())))
         out = kernel(*args, **kwargs)
         if key not in seen:
