@@ -135,3 +135,26 @@ def test_grey_calibration_recovers_energy_and_offset_of_an_interior_scan():
     assert table_contrast_per_mm("paste", "koh", mats, e) == pytest.approx(
         mu("paste", 90.0) - mu("koh", 90.0), rel=0.02)
     assert grey_calibration({"paste": 1.0}, mats, 160.0) is None
+
+
+def test_edge_blur_of_a_layer_fits_one_of_its_faces():
+    """A layer 120 voxels thick in a host: the interface is two faces, and the median of its
+    voxels lies mid-layer, with no host within the fitting crop (it used to fail there with
+    'the mask has no background voxel', at 512^3 of the 120-cycle NiMH cell). The fit on one
+    face recovers the Gaussian written analytically (erf profile of each face)."""
+    from scipy.special import ndtr
+
+    from twin.defect_scores import edge_blur
+
+    sigma, nx = 1.5, 240
+    x = np.arange(nx, dtype=float)
+    lo, hi = 59.5, 179.5  # faces between voxels 59|60 and 179|180
+    host = ndtr((lo - x) / sigma) + ndtr((x - hi) / sigma)
+    profile = 0.4 + 1.1 * host
+    rng = np.random.default_rng(2)
+    vol = np.broadcast_to(profile, (48, 48, nx)) + rng.normal(0, 0.01, (48, 48, nx))
+    labels = np.where((x < 60) | (x >= 180), 1, 2).astype(np.int16)
+    t_grid = np.ascontiguousarray(np.broadcast_to(labels, (48, 48, nx)))
+    res = edge_blur(vol.astype(np.float32), t_grid, np.ones(t_grid.shape, bool), (1, 2), 5.0)
+    assert res is not None
+    assert res["sigma_vox"] == pytest.approx(sigma, rel=0.03)

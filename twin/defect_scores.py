@@ -83,8 +83,15 @@ def edge_blur(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray, pair: tup
     contact = ma & ndi.binary_dilation(mb)
     if np.count_nonzero(contact) < 50:
         return None
-    zc, yc, xc = (int(np.median(i)) for i in np.nonzero(contact))
-    sl = tuple(slice(max(0, c - max_side // 2), c + max_side // 2) for c in (zc, yc, xc))
+    where = np.nonzero(contact)
+    centre = [int(np.median(i)) for i in where]
+    sl = tuple(slice(max(0, c - max_side // 2), c + max_side // 2) for c in centre)
+    if np.count_nonzero(contact[sl]) < 50:
+        # the median of an interface in several pieces (a layer's two faces) can lie in the
+        # middle of one phase, with none of the other in the crop: the contact voxel
+        # nearest to it instead
+        k = int(np.argmin(sum((i - c) ** 2 for i, c in zip(where, centre))))
+        sl = tuple(slice(max(0, int(i[k]) - max_side // 2), int(i[k]) + max_side // 2) for i in where)
     ma, mb, v = ma[sl], mb[sl], vol[sl]
     third = ~(ma | mb)
     d_a, d_b = edt(~ma), edt(~mb)
