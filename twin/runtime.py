@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
+import numpy as np
+
 from twin.errors import XrmInputError
 
 ARCHES = ("auto", "cpu", "cuda")
@@ -100,20 +102,30 @@ def releasing(kernel):
     """``kernel`` (a Taichi kernel), wrapped so that compiling it does not keep its arguments.
 
     Taichi compiles a kernel on its first call for each kind of argument (dtype, number of
-    dimensions) and each value of its ``ti.template()`` arguments, and the compiler's context,
-    which refers to that call's arguments, is freed only by Python's cyclic garbage collector:
-    a 1 GiB array passed to a compiling call stayed allocated long after the caller let it go
-    (measured: the distance transform's two feature volumes of the segmentation, 0.875 of a
-    float32 volume, were still alive in the crack search's filter bank, its memory peak).
-    The wrapper runs the collector after every call that compiled: it sees the kernel's table
-    of compiled instances grow (Taichi's ``_primal.compiled_kernels``); where a Taichi version
-    has no such table, after the first call of each kind of argument and template value.
+    dimensions) and each value of its ``ti.template()`` arguments, and the compiler's context
+    refers to that call's arguments. The context is a reference cycle, and it stays reachable
+    for a while after the call (the compiled kernel refers to it until some later compile),
+    so a collection run right after the call does not free it either: the first chunk's
+    path lengths of a simulation (140 MiB of the quickstart's 392 MiB peak) and the
+    distance transform's feature volumes (0.875 of a volume in the crack search's peak)
+    stayed allocated long after their callers let them go.
+
+    The wrapper compiles each new kind of call on stand-ins first: every numpy array (and
+    scalar Taichi ndarray) argument replaced by a one-element array of its dtype and number of
+    dimensions, which is all the compiler reads of it (through Taichi's
+    ``_primal.ensure_compiled``); the real call then finds the kernel compiled and only runs
+    it. Where that cannot be done (keyword arguments, another Taichi version), the collector
+    runs after every call that compiled (the kernel's table of compiled instances grew).
     """
     import functools
     import gc
 
     primal = getattr(kernel, "_primal", None)
     compiled = getattr(primal, "compiled_kernels", None)
+    precompile = getattr(primal, "ensure_compiled", None)
+    if not isinstance(compiled, dict):
+        compiled = None
+
     seen: set = set()
 
     def kind(a):
@@ -124,17 +136,37 @@ def releasing(kernel):
 
     @functools.wraps(kernel)
     def call(*args, **kwargs):
-        if isinstance(compiled, dict):
-            before = len(compiled)
+        if compiled is None:  # no table to watch: collect after each new kind of call
+            key = (tuple(kind(a) for a in args), tuple((k, kind(v)) for k, v in sorted(kwargs.items())))
             out = kernel(*args, **kwargs)
-            if len(compiled) != before:
+            if key not in seen:
+                seen.add(key)
                 gc.collect()
             return out
-        key = (tuple(kind(a) for a in args), tuple((k, kind(v)) for k, v in sorted(kwargs.items())))
+        if precompile is not None and not kwargs:
+            try:
+                precompile(*[_stand_in(a) for a in args])
+            except Exception:  # noqa: BLE001 - the real call compiles and reports it
+                pass
+        before = len(compiled)
         out = kernel(*args, **kwargs)
-        if key not in seen:
-            seen.add(key)
+        if len(compiled) != before:  # compiled on the real arguments after all
             gc.collect()
         return out
 
     return call
+
+
+def _stand_in(a):
+    """A one-element array like ``a`` (numpy or scalar Taichi ndarray), else ``a`` itself."""
+    if isinstance(a, np.ndarray):
+        return np.zeros((1,) * a.ndim, a.dtype)
+    try:
+        from taichi.lang._ndarray import ScalarNdarray
+    except ImportError:  # pragma: no cover - another Taichi layout
+        return a
+    if isinstance(a, ScalarNdarray):
+        import taichi as ti
+
+        return ti.ndarray(a.dtype, (1,) * len(a.shape))
+    return a
