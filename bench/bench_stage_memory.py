@@ -6,9 +6,13 @@ stage in one process, as ``xrm-twin run`` does, each stage under its own ``trace
 For each stage the table gives the traced peak and the arrays the stage must hold:
 
 * simulate: it streams views to ``projections.h5`` a chunk at a time, so what it must hold is
-  the scene; the figure compared is the frames it writes (a ratio below 1 means it streams);
-* reconstruct: the frames it reads (projections, flats, darks as stored) and the volume it
-  returns (two when a denoiser keeps the undenoised one);
+  the scene (label grids and mesh triangles) and one chunk of views in flight
+  (``Plan.bytes_per_view_chunk`` of ``twin.acquisition.views_per_chunk`` views: per-material
+  path lengths, spectral sums, output); the frames it writes are given beside (a peak below
+  them means it streams);
+* reconstruct: the frames it reads (projections, flats, darks as stored), the float32 line
+  integrals of the projections it filters and back-projects, and the volume it returns (two
+  when a denoiser keeps the undenoised one);
 * measure: its input volume (allocated before the stage, not traced, added), the truth on the
   volume's grid and the field-of-view mask, and its outputs (labels, truth labels, defect
   map, thickness maps), as in ``bench/bench_measure_memory.py``.
@@ -34,12 +38,27 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _frames_bytes(path: Path) -> int:
+def _frames_bytes(path: Path) -> tuple[int, int]:
+    """(bytes of all frames as stored, float32 bytes of the projections' line integrals)."""
     import h5py
 
     with h5py.File(path, "r") as f:
         d = f["entry/instrument/detector/data"]
-        return int(np.prod(d.shape)) * d.dtype.itemsize
+        key = np.asarray(f["entry/instrument/detector/image_key"])
+        projection_pixels = int(np.count_nonzero(key == 0)) * int(np.prod(d.shape[1:]))
+        return int(np.prod(d.shape)) * d.dtype.itemsize, 4 * projection_pixels
+
+
+def _simulate_must_hold(spec) -> tuple[int, int]:
+    """(scene bytes: label grids + mesh triangles, bytes of one chunk of views in flight)."""
+    from twin.acquisition import views_per_chunk
+    from twin.plan import resolve
+
+    plan = resolve(spec)
+    scene = plan.scene
+    scene_bytes = (sum(int(g.labels.nbytes) for g in scene.grids)
+                   + sum(int(np.asarray(p.triangles).nbytes) for p in scene.parts))
+    return scene_bytes, int(plan.bytes_per_view_chunk(views_per_chunk(plan)))
 
 
 def run_stages(scenario: str, preview: bool, out: Path) -> list[dict]:
@@ -67,16 +86,20 @@ def run_stages(scenario: str, preview: bool, out: Path) -> list[dict]:
         return res, wall, peak
 
     sim, wall, peak = stage("simulate", lambda: simulate_to(spec, out, arch="cpu", quiet=True))
-    frames = _frames_bytes(out / "projections.h5")
+    frames, line_integrals = _frames_bytes(out / "projections.h5")
+    scene_bytes, chunk_bytes = _simulate_must_hold(spec)
+    held = scene_bytes + chunk_bytes
     rows.append({"stage": "simulate", "wall_s": wall, "peak_traced_bytes": peak,
-                 "held_bytes": frames, "held": "frames written (streamed to the file)",
-                 "ratio": peak / frames})
+                 "held_bytes": held, "held": "scene + one chunk of views in flight",
+                 "scene_bytes": scene_bytes, "chunk_bytes": chunk_bytes,
+                 "frames_written_bytes": frames, "ratio": peak / held})
     rec, wall, peak = stage("reconstruct", lambda: reconstruct_nxtomo(out / "projections.h5", out,
                                                                       arch="cpu", quiet=True))
     volume, undenoised = rec["volume"], rec.get("volume_undenoised")
-    held = frames + volume.nbytes + (undenoised.nbytes if undenoised is not None else 0)
+    held = frames + line_integrals + volume.nbytes + (undenoised.nbytes if undenoised is not None else 0)
     rows.append({"stage": "reconstruct", "wall_s": wall, "peak_traced_bytes": peak, "held_bytes": held,
-                 "held": "frames read + volume(s)", "ratio": peak / held})
+                 "held": "frames read + float32 line integrals + volume(s)",
+                 "line_integrals_bytes": line_integrals, "ratio": peak / held})
     truth = read_truth(out / "truth.h5", instances=False)
     maps = spec.measure.get("thickness_maps")
     if maps is None and spec.paper.get("metrology"):
@@ -113,6 +136,9 @@ def main(argv=None) -> dict:
     for r in rows:
         print(f"| {r['stage']} | {r['wall_s']:.1f} | {r['peak_traced_bytes'] / mib:.0f} | "
               f"{r['held_bytes'] / mib:.0f} | {r['held']} | {r['ratio']:.2f} |")
+    sim = rows[0]
+    print(f"\nsimulate: scene {sim['scene_bytes'] / mib:.0f} MiB, one chunk of views "
+          f"{sim['chunk_bytes'] / mib:.0f} MiB; frames written {sim['frames_written_bytes'] / mib:.0f} MiB")
     out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
            "scenario": args.scenario, "preview": args.preview, "rows": rows}
     if args.json:
