@@ -81,8 +81,10 @@ def main(argv=None) -> int:
         print(out.strip() + "\n")
         results.append({"name": name, "command": " ".join(cmd[1:]), "returncode": rc, "wall_s": wall,
                         "output": out})
-    if args.json:
-        args.json.write_text(json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(),
+    if args.json:  # atomically: a crash never leaves a half-written summary
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps({"date": dt.datetime.now(dt.timezone.utc).isoformat(),
                                          "machine": machine(), "quick": args.quick,
                                          "results": results}, indent=1))
     return 0 if all(r["returncode"] == 0 for r in results) else 1

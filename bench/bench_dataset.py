@@ -106,7 +106,9 @@ def main() -> None:
     out["control_ratio_median"] = sorted(c["ratio"] for c in out["control"])[len(out["control"]) // 2]
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}))
     if a.json:
-        a.json.write_text(json.dumps(out, indent=1) + "\n")
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from scipy import ndimage as ndi
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from twin.atomic import write_text_atomic  # noqa: E402
+
 
 def masks(n: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
@@ -102,7 +104,7 @@ def main(argv=None) -> list[dict]:
     if a.json:
         import json
 
-        a.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        write_text_atomic(a.json, json.dumps({"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                       "machine": platform.platform(), "cpus": os.cpu_count(),
                                       "threads": threads, "rows": rows}, indent=1))
     return rows

@@ -65,7 +65,9 @@ def main() -> None:
               f"{r.get('full_scale_voxel_um', '-')} | {t.get('simulate', '-')} / {t.get('reconstruct', '-')} / "
               f"{t.get('measure', '-')} |")
     if a.json:
-        a.json.write_text(json.dumps(out, indent=1) + "\n")
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(a.json, json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -398,7 +398,9 @@ def main(argv=None) -> int:
               mesh=not args.no_mesh)
     print(markdown(res))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(res, indent=2))
     return 0
 
 

@@ -157,7 +157,10 @@ def main(argv=None) -> int:
     print(text)
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(text)
+        sys.path.insert(0, str(ROOT))
+        from twin.atomic import write_text_atomic
+
+        write_text_atomic(a.json, text)
     return 0
 
 

@@ -83,7 +83,9 @@ def main() -> None:
               f"{v['before_truth_volume_mm3']:.5f} -> {v['after_truth_volume_mm3']:.5f} mm3, growth error "
               f"{'-' if err is None else f'{100 * err:+.1f} %'}")
     print(f"new detections: {len(res['new_detections'])}")
-    (a.out / "summary.json").write_text(json.dumps({k: res[k] for k in ("registration", "damage_growth")},
+    from twin.atomic import write_text_atomic
+
+    write_text_atomic(a.out / "summary.json", json.dumps({k: res[k] for k in ("registration", "damage_growth")},
                                                    indent=1, default=float))
 
 

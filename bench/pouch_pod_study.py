@@ -151,7 +151,9 @@ def main() -> None:
               f"fp {r['false_positives']} [{r['wall_s']:.0f} s]", flush=True)
     order = [s["label"] for s in settings(False)]
     rows.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
-    res_p.write_text(json.dumps(rows, indent=1, default=float))
+    from twin.atomic import write_text_atomic
+
+    write_text_atomic(res_p, json.dumps(rows, indent=1, default=float))
     figure(rows, a.out / "pod_vs_settings.png")
 
 

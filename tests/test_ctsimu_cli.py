@@ -57,6 +57,13 @@ def test_export_then_run(tmp_path):
     flat = tifffile.imread(tmp_path / "out" / "cli-rt_flat_0000.tif")
     assert img.shape == (12, 16) and img.dtype == np.float32
     assert img.min() < 0.9 * flat.max()  # the cylinder attenuates
+    # every file is written under a temporary name and renamed: none is left behind
+    import trimesh
+
+    left = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+    assert left == [], left
+    mesh = trimesh.load(tmp_path / "ct" / data["samples"][0]["file"]["value"])  # the STL, as STL
+    assert mesh.is_watertight and abs(mesh.volume - np.pi * 0.5**2 * 1.5) < 0.02 * np.pi * 0.5**2 * 1.5
 
 
 def test_run_refuses_unsupported_with_exit_code_2(tmp_path):

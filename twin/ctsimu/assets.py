@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from twin.atomic import atomic_path
+
 DUPLEX_SPACINGS_MM = (0.8, 0.63, 0.5, 0.4, 0.32, 0.25, 0.2, 0.16, 0.13, 0.1, 0.08, 0.063, 0.05)
 #: Nominal hole centres (y, z) in the detector plane (mm) and their radius in pixels (the
 #: evaluation's); the foil's holes are 0.5 mm (big) and 0.25 mm in radius.
@@ -40,7 +42,8 @@ def _write_stl(path: Path, triangles: np.ndarray) -> None:
     m.merge_vertices()
     if m.volume < 0:
         m.invert()
-    m.export(path)
+    with atomic_path(path) as tmp:
+        m.export(tmp, file_type="stl")
 
 
 def _rot_x(deg: float) -> np.ndarray:
@@ -276,7 +279,8 @@ def prepare_test_folder(scenario_file: str | Path, folder: str | Path, *,
     folder.mkdir(parents=True, exist_ok=True)
     scenario_file = Path(scenario_file)
     dst = folder / scenario_file.name
-    shutil.copyfile(scenario_file, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(scenario_file, tmp)
     data = json.loads(dst.read_text(encoding="utf-8"))
     sfile = ((data.get("source") or {}).get("spectrum") or {}).get("file") or {}
     if sfile.get("value") and not (folder / sfile["value"]).exists():

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from twin.atomic import atomic_path, write_text_atomic
 from twin.ctsimu.reader import KEV_TO_J, CtsimuScenario
 from twin.ctsimu.unsharpness import sigma_for_srb_mm, srb_shortfall_note
 from twin.errors import XrmInputError
@@ -332,7 +333,8 @@ def _write_stack(folder: Path, pattern: str, images: np.ndarray) -> None:
     import tifffile
 
     for i, img in enumerate(images):
-        tifffile.imwrite(folder / (pattern % i), img)
+        with atomic_path(folder / (pattern % i)) as tmp:
+            tifffile.imwrite(tmp, img)
 
 
 def metadata(sc: CtsimuScenario, name: str, scenario_file: str, images: dict, notes: list[str]) -> dict:
@@ -388,13 +390,14 @@ def run_to(sc: CtsimuScenario, out_dir: str | Path, *, supersample: int = 2, arc
     scen_file = f"{name}.json"
     if sc.path is not None and sc.path.is_file():
         if sc.path.resolve() != (out / scen_file).resolve():
-            shutil.copyfile(sc.path, out / scen_file)
+            with atomic_path(out / scen_file) as tmp:
+                shutil.copyfile(sc.path, tmp)
     else:
-        (out / scen_file).write_text(json.dumps(sc.raw, indent=1), encoding="utf-8")
+        write_text_atomic(out / scen_file, json.dumps(sc.raw, indent=1))
     notes = list(sc.notes) + unsharpness_notes(sc)
     meta = metadata(sc, name, scen_file, images, notes)
     meta_path = out / f"{name}_metadata.json"
-    meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    write_text_atomic(meta_path, json.dumps(meta, indent=2))
     write_nxtomo_ctsimu(out / "projections.h5", sc, images)
     return {"metadata": str(meta_path), "notes": notes, "max_grey": float(images["grey"].imax),
             "magnification": magnification(sc)}

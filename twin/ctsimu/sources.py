@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from twin.atomic import write_text_atomic
 from twin.errors import XrmInputError
 from twin.spectrum import Spectrum
 
@@ -86,4 +87,4 @@ def write_spectrum_file(path: Path, spectrum: Spectrum, current_ma: float) -> No
     lines = ["# energy [keV], photons / (s sr mA) per bin"]
     for e, n in zip(spectrum.energy_kev, spectrum.photons_per_s_sr / current_ma):
         lines.append(f"{e:.6g},{n:.8g}")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from twin.atomic import write_text_atomic
 from twin.ctsimu.assets import _write_stl
 from twin.ctsimu.sources import write_spectrum_file
 from twin.filters import resolve_filter
@@ -176,7 +177,7 @@ def export_scenario(spec: ScanSpec, out_file: str | Path) -> dict[str, Any]:
     if g.beam == "parallel":
         notes.append("parallel beam: the detector sits at the rotation axis (xrm-twin's convention)")
     _check_json(data)
-    out.write_text(json.dumps(data, indent=1, default=_json_default), encoding="utf-8")
+    write_text_atomic(out, json.dumps(data, indent=1, default=_json_default))
     return {"path": str(out), "notes": notes}
 
 

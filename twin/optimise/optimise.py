@@ -44,7 +44,7 @@ import numpy as np
 from scipy import optimize
 from scipy.special import ndtri
 
-from twin.atomic import write_text_atomic
+from twin.atomic import atomic_path, write_text_atomic
 from twin.errors import XrmInputError, unknown
 from twin.filters import FILTER_LIBRARY
 from twin.geometry import OBJECTIVES
@@ -484,6 +484,7 @@ def plot_front(result: Mapping[str, Any], path: Path) -> Path:
     fig.suptitle(f"{result['scenario']}: {result['task']}"
                  + ("" if result["feasible"] else "  (target not reachable)"), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from twin.atomic import write_text_atomic
+from twin.atomic import atomic_path, write_text_atomic
 from twin.errors import XrmInputError
 from twin.optimise.fastmodel import _set_dotted, evaluate, parse_task, row_specs
 from twin.scenario import ScanSpec, load_scenario
@@ -309,7 +309,8 @@ def plot_sweep(result: Mapping[str, Any], fig_dir: Path) -> list[Path]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     p = fig_dir / "dprime_vs_time.png"
-    fig.savefig(p, dpi=110)
+    with atomic_path(p) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     written.append(p)
     # heatmaps: each pair of varied keys, best d' over the other keys
@@ -330,7 +331,8 @@ def plot_sweep(result: Mapping[str, Any], fig_dir: Path) -> list[Path]:
         fig.colorbar(im, ax=ax, label="log10 d' (best over other keys)")
         fig.tight_layout()
         p = fig_dir / f"heatmap_{ki}__{kj}.png".replace("/", "_")
-        fig.savefig(p, dpi=100)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
         plt.close(fig)
         written.append(p)
     return written

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from twin.atomic import write_text_atomic
 from twin.optimise.fullsim import full_simulation
 from twin.scenario import load_scenario
 
@@ -134,8 +135,8 @@ def main(argv=None) -> None:
     print(md)
     if a.out:
         a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "validation.json").write_text(json.dumps(res, indent=1, default=str))
-        (a.out / "validation.md").write_text(md + "\n")
+        write_text_atomic(a.out / "validation.json", json.dumps(res, indent=1, default=str))
+        write_text_atomic(a.out / "validation.md", md + "\n")
 
 
 if __name__ == "__main__":
