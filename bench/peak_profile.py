@@ -10,9 +10,10 @@ happens, the allocations say *what* is alive then. Numpy reports its arrays to
 shorter than ``poll_s``; the exact peak (``tracemalloc.get_traced_memory``) is reported
 beside it so that the gap is visible.
 
-Usage (the quickstart's simulate stage)::
+Usage (the quickstart's simulate stage; the measure stage of a 128^3 zoom-like VOI)::
 
     python bench/peak_profile.py --stage simulate --scenario quickstart
+    python bench/peak_profile.py --stage measure --n 128
 """
 
 from __future__ import annotations
@@ -108,10 +109,26 @@ def report(prof: dict[str, Any], *, root: str = str(Path(__file__).resolve().par
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--stage", choices=("simulate", "reconstruct"), default="simulate")
+    ap.add_argument("--stage", choices=("simulate", "reconstruct", "measure"), default="simulate")
     ap.add_argument("--scenario", default="quickstart")
     ap.add_argument("--preview", action="store_true")
+    ap.add_argument("--n", type=int, default=128,
+                    help="measure: edge of the NiMH zoom-like VOI of bench/bench_measure_memory.py")
+    ap.add_argument("--cycles", type=int, default=0, help="measure: charge cycles of the cell")
+    ap.add_argument("--center-mm", default="2.5,0,10", help="measure: VOI centre x,y,z in mm")
     args = ap.parse_args(argv)
+    if args.stage == "measure":  # the volume of bench/bench_measure_memory.py, measured as there
+        from bench.bench_measure_memory import zoom_like
+        from twin.measure import measure
+
+        vol, truth, vs_um, origin = zoom_like(args.n, cycles=args.cycles,
+                                            center_mm=[float(c) for c in args.center_mm.split(",")])
+        truth["instances"] = None
+        prof = profile_peak(lambda: measure(vol, vs_um, origin, truth=truth, kvp=160.0,
+                                            smooth_sigma_vox=0.5, thickness_maps=["ni_foam"]))
+        print(f"input volume {vol.nbytes / 2**20:.1f} MiB (not traced)")
+        print(report(prof))
+        return
     import tempfile
 
     from twin.preview import preview_spec

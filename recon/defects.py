@@ -307,7 +307,8 @@ def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
     across a dark sheet: the intensity has a minimum there), ``l2``, ``l3`` the others
     (closed-form symmetric 3x3 eigenvalues). ``S`` is signed (negative: not sheet-like), so
     robust noise statistics can be taken on it. Computed in z-slabs of ``slab`` planes
-    (default: :data:`SHEETNESS_SLAB_VOXELS` voxels, at least twice the filters' halo) to bound
+    (default: :data:`SHEETNESS_SLAB_VOXELS` voxels and at most an eighth of the planes, at least
+    twice the filters' halo) to bound
     memory: a slab holds eight float32 copies (the input, six derivatives, the result).
 
     Returns
@@ -318,8 +319,9 @@ def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
     v = check_volume(volume).astype(np.float32, copy=False)
     sgn = 1.0 if dark else -1.0
     halo = int(math.ceil(4 * sigma_vox)) + 2
-    if slab is None:
-        slab = max(2 * halo, SHEETNESS_SLAB_VOXELS // max(1, v.shape[1] * v.shape[2]))
+    if slab is None:  # at most an eighth of the volume's planes, so that small volumes slab too
+        slab = max(2 * halo, min(SHEETNESS_SLAB_VOXELS // max(1, v.shape[1] * v.shape[2]),
+                                 v.shape[0] // 8))
     out = np.zeros(v.shape, np.float32)
     from recon.voxel_kernels import get_kernels
 

@@ -88,7 +88,7 @@ def task_signal(kind: str, size_um: float, voxel_size_um: float, *,
     out = np.empty(shape, np.float64)
     # a few output planes at a time: the sub-sample temporaries are a chunk's (float64 of the
     # whole supersampled grid is 8 ss^3 bytes per voxel: 260 MB for an 80^3 task grid)
-    planes = max(1, (1 << 21) // (ss ** 3 * shape[1] * shape[2]))
+    planes = max(1, (1 << 18) // (ss ** 3 * shape[1] * shape[2]))
     for k0 in range(0, shape[0], planes):
         k1 = min(k0 + planes, shape[0])
         z, y, x = np.meshgrid(axes[0][k0 * ss:k1 * ss], axes[1], axes[2], indexing="ij", sparse=True)
@@ -160,9 +160,15 @@ def nps_on_grid(nps: Mapping[str, Any], fz: np.ndarray, fy: np.ndarray, fx: np.n
     f = np.asarray(nps["freq_per_mm"], float)
     interp = RegularGridInterpolator((f, f, f), np.asarray(nps["nps"], float),
                                      bounds_error=False, fill_value=None)
-    FZ, FY, FX = np.broadcast_arrays(fz, fy, fx)
-    pts = np.stack([np.clip(a, f[0], f[-1]) for a in (FZ, FY, FX)], axis=-1)
-    return interp(pts.reshape(-1, 3)).reshape(FZ.shape)
+    FZ, FY, FX = np.broadcast_arrays(fz, fy, fx)  # views of the sparse grids: no copies
+    out = np.empty(FZ.shape, float)
+    # a few planes at a time: the interpolator's temporaries are tens of bytes per point
+    planes = max(1, (1 << 16) // max(1, int(np.prod(FZ.shape[1:]))))
+    for k0 in range(0, FZ.shape[0], planes):
+        k1 = min(k0 + planes, FZ.shape[0])
+        pts = np.stack([np.clip(a[k0:k1], f[0], f[-1]) for a in (FZ, FY, FX)], axis=-1)
+        out[k0:k1] = interp(pts.reshape(-1, 3)).reshape(pts.shape[:-1])
+    return out
 
 
 def detectability(task: Mapping[str, Any], voxel_size_um: float, *,

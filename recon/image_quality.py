@@ -363,11 +363,11 @@ def edge_blur_at_interface(volume: np.ndarray, inside: np.ndarray, near: np.ndar
                             f"{near.shape} must share a grid")
     if not (near & inside).any() or not (near & ~inside).any():
         raise XrmInputError("edge blur: `near` must hold voxels on both sides of the interface")
-    ind = inside.astype(np.float64)
+    ind = inside.astype(np.float32)  # blurred in float32 (7 digits of a 0-1 step), fitted in float64
     v = vol[near].astype(np.float64)
 
     def fit(sigma: float):
-        g = ndi.gaussian_filter(ind, sigma, mode="nearest")[near]
+        g = ndi.gaussian_filter(ind, sigma, mode="nearest")[near].astype(np.float64)
         A = np.column_stack([np.ones_like(g), g])
         coef, *_ = np.linalg.lstsq(A, v, rcond=None)
         return coef, float(np.sum((A @ coef - v) ** 2))

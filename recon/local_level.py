@@ -22,7 +22,8 @@ from scipy import ndimage as ndi
 
 __all__ = ["masked_gaussian_mean"]
 
-#: voxels of one block of the numerator's passes (a float32 block of 16 MiB)
+#: voxels of one block of the numerator's passes (a float32 block of 16 MiB; an eighth of
+#: the volume where that is less)
 _BLOCK_VOXELS = 1 << 22
 #: the denominator's slabs: a quarter of the planes, and at least twice the halo
 _SLABS = 4
@@ -69,14 +70,16 @@ def masked_gaussian_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float,
     nz, ny, nx = v.shape
     sigma = float(sigma_vox)
     out = np.empty(v.shape, np.float32)
+    # blocks of at most an eighth of the volume, so that small volumes block too
+    block_voxels = min(_BLOCK_VOXELS, max(1, v.size // 8))
     # numerator, z pass: blocks of rows (whole z columns)
-    rows = max(1, _BLOCK_VOXELS // max(1, nz * nx))
+    rows = max(1, block_voxels // max(1, nz * nx))
     for y0 in range(0, ny, rows):
         y1 = min(y0 + rows, ny)
         block = np.where(m[:, y0:y1], v[:, y0:y1], np.float32(0)).astype(np.float32, copy=False)
         ndi.gaussian_filter1d(block, sigma, axis=0, output=out[:, y0:y1], truncate=_TRUNCATE)
     # numerator, y and x passes: blocks of planes (independent after the z pass)
-    planes = max(1, _BLOCK_VOXELS // max(1, ny * nx))
+    planes = max(1, block_voxels // max(1, ny * nx))
     tmp = np.empty((min(planes, nz), ny, nx), np.float32)
     for z0 in range(0, nz, planes):
         z1 = min(z0 + planes, nz)

@@ -69,7 +69,7 @@ def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
 
 
 #: Faces handled at once where a per-face temporary is needed (about 72 bytes per face: 18 MiB).
-_FACE_CHUNK = 1 << 18
+_FACE_CHUNK = 1 << 16
 
 
 def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
@@ -210,7 +210,7 @@ def _triangle_area_sum(verts: np.ndarray, faces: np.ndarray) -> float:
 
 def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
                      grey: np.ndarray | None = None, level: float | None = None,
-                     cut_faces: bool = False, slab: int = 64) -> float:
+                     cut_faces: bool = False, slab: int | None = None) -> float:
     """Surface area in mm^2 of a component by marching cubes (see :func:`surface_mesh`).
 
     The field is meshed ``slab`` cube layers at a time (each slab shares its last plane with
@@ -219,6 +219,8 @@ def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox
     is one slab's (a foam's whole mesh at 1024^3 is tens of GiB). Without ``grey`` the
     smoothed indicator is built slab by slab as well (:func:`_indicator_field`: the same
     values), so the float field of the component's box (a volume for the paste) is never held.
+    ``slab`` (cube layers) defaults to an eighth of the box's planes, between 16 and 64: a
+    slab's mesh stays a small part of the volume at every size.
     """
     from skimage import measure
 
@@ -239,6 +241,8 @@ def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox
 
         def planes(z0, z1):
             return f[z0:z1]
+    if slab is None:
+        slab = max(16, min(64, nz // 8))
     total = 0.0
     f_min, f_max = np.inf, -np.inf
     for z0 in range(0, nz - 1, int(slab)):

@@ -24,7 +24,7 @@ __all__ = ["multiotsu_thresholds", "segment_multiotsu", "apply_thresholds", "rem
 
 #: Elements handled at once by :func:`count_labels` and :func:`lookup_labels` (their index
 #: temporaries are int64: 32 MiB per chunk instead of 8 bytes per voxel of the volume).
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20
 
 
 def count_labels(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
