@@ -135,7 +135,6 @@ def figures(out_dir="docs/figures") -> list[str]:
     kz = int(round(((z[1] + z[2]) / 2 - g.origin_mm[2]) / 0.025))
     ky = g.labels.shape[1] // 2
     _show(axs[0, 0], ph, g.labels[kz], _ext(g, 0, 1), f"XY at z = {(z[1] + z[2]) / 2:.2f} mm (cathode, 25 um)", pres)
-    kz2 = int(round(((z[5] + z[6]) / 2 - g.origin_mm[2]) / 0.025))
     zs = 2.3 + ph.offset_mm[2]
     _show(axs[0, 1], ph, g.labels[int(round((zs - g.origin_mm[2]) / 0.025))], _ext(g, 0, 1),
           f"XY at z = {zs:.2f} mm (wave spring)", pres)

@@ -16,20 +16,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from twin.runtime import releasing
+from twin.runtime import kernels_once, releasing
 
 __all__ = ["paint_rounded_sheets", "paint_slabs", "host_table"]
 
-_k: dict[str, Any] = {}
 
-
+@kernels_once
 def _kernels() -> dict[str, Any]:
-    if _k:
-        return _k
-    from twin import runtime
-
-    if runtime.current_arch() is None:
-        runtime.init_taichi("cpu")
     import taichi as ti
 
     @releasing
@@ -111,8 +104,7 @@ def _kernels() -> dict[str, Any]:
                                 if write_inst != 0:
                                     ti.atomic_max(inst[k, j, i], ids[s])
 
-    _k.update(sheets=sheets, slabs=slabs)
-    return _k
+    return {"sheets": sheets, "slabs": slabs}
 
 
 def host_table(hosts: Sequence[int], new_label: int) -> np.ndarray:

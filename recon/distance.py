@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from twin.errors import XrmInputError
-from twin.runtime import releasing
+from twin.runtime import kernels_once, releasing
 
 __all__ = ["squared_edt", "edt", "nearest_background"]
 
@@ -38,17 +38,10 @@ _INF = (1 << 31) - 1
 _SCRATCH_BYTES = {False: 12, True: 16}
 _SCRATCH_BUDGET = {"cpu": 64 << 20, "cuda": 1 << 30}
 
-_kernels: dict[str, Any] = {}
 
-
+@kernels_once
 def _get_kernels() -> dict[str, Any]:
-    """Compile (once) the pass kernel; initialise Taichi on the CPU if nobody has."""
-    if _kernels:
-        return _kernels
-    from twin import runtime
-
-    if runtime.current_arch() is None:
-        runtime.init_taichi("cpu")
+    """The pass kernel, defined on first use."""
     import taichi as ti
 
     @ti.func
@@ -66,7 +59,7 @@ def _get_kernels() -> dict[str, Any]:
                  line0: ti.i32, nlines: ti.i32,
                  gbuf: ti.types.ndarray(dtype=ti.i32, ndim=2), fbuf: ti.types.ndarray(dtype=ti.i32, ndim=2),
                  sbuf: ti.types.ndarray(dtype=ti.i32, ndim=2), tbuf: ti.types.ndarray(dtype=ti.i32, ndim=2)):
-        nz, ny, nx = d2.shape[0], d2.shape[1], d2.shape[2]
+        ny, nx = d2.shape[1], d2.shape[2]
         m = d2.shape[axis]
         inner = nx  # lines of axis 0 and 1 are numbered (other, x); of axis 2, (z, y)
         if ti.static(axis == 2):
@@ -134,8 +127,7 @@ def _get_kernels() -> dict[str, Any]:
                     if u == tbuf[l, q]:
                         q -= 1
 
-    _kernels["pass"] = edt_pass
-    return _kernels
+    return {"pass": edt_pass}
 
 
 def _check(mask: Any, border: str) -> np.ndarray:

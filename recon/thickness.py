@@ -46,7 +46,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from twin.errors import XrmInputError
-from twin.runtime import releasing
+from twin.runtime import kernels_once, releasing
 
 __all__ = ["local_thickness_um", "thickness_stats", "isotropic_voxel_um",
            "squared_edt_voxels", "distance_ridge", "containment_table"]
@@ -120,17 +120,9 @@ def squared_edt_voxels(mask: np.ndarray, *, border: str = "open") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------- kernels
-_kernels: dict[str, Any] = {}
-
-
+@kernels_once
 def _get_kernels() -> dict[str, Any]:
-    """Compile (once) the Taichi kernels; initialise Taichi on the CPU if nobody has."""
-    if _kernels:
-        return _kernels
-    from twin import runtime
-
-    if runtime.current_arch() is None:
-        runtime.init_taichi("cpu")
+    """The Taichi kernels, defined on first use."""
     import taichi as ti
 
     @releasing
@@ -183,8 +175,7 @@ def _get_kernels() -> dict[str, Any]:
                     for dx in range(ti.max(-rx, -x0), ti.min(rx, nx - 1 - x0) + 1):
                         ti.atomic_max(out[z0 + dz, y0 + dy, x0 + dx], val)
 
-    _kernels.update(ridge=ridge, paint=paint)
-    return _kernels
+    return {"ridge": ridge, "paint": paint}
 
 
 def containment_table(d2_max: int) -> np.ndarray:

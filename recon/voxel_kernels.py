@@ -12,19 +12,12 @@ No ``from __future__ import annotations``: Taichi reads kernel annotations at ru
 
 from typing import Any
 
-from twin.runtime import releasing
-
-_kernels: dict[str, Any] = {}
+from twin.runtime import kernels_once, releasing
 
 
+@kernels_once
 def get_kernels() -> dict[str, Any]:
-    """Compile (once) the kernels; initialise Taichi on the CPU if nobody has."""
-    if _kernels:
-        return _kernels
-    from twin import runtime
-
-    if runtime.current_arch() is None:
-        runtime.init_taichi("cpu")
+    """The kernels, defined on first use."""
     import taichi as ti
 
     @releasing
@@ -101,6 +94,5 @@ def get_kernels() -> dict[str, Any]:
                               ti.cast(hzy[i], ti.f64), ti.cast(hzx[i], ti.f64), ti.cast(hyx[i], ti.f64))
             out[i] = ti.cast((l1 - ti.abs(l2) - ti.abs(l3)) * sigma2, ti.f32)
 
-    _kernels.update(sheet=sheet, keep_max=keep_max_of(ti.i16), keep_max_i8=keep_max_of(ti.i8),
-                    eigvals=eigvals, sheetness=sheetness)
-    return _kernels
+    return {"sheet": sheet, "keep_max": keep_max_of(ti.i16), "keep_max_i8": keep_max_of(ti.i8),
+            "eigvals": eigvals, "sheetness": sheetness}

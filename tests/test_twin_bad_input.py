@@ -1,6 +1,5 @@
 """Bad input (issue 2): clear errors naming the key and the allowed values, before any work."""
 
-import numpy as np
 import pytest
 import trimesh
 

@@ -17,7 +17,7 @@ from twin.detector import DetectorModel, default_electrons_per_kev, koch_blur_fw
 from twin.errors import XrmInputError, require_positive, unknown
 from twin.filters import FilterLayer, resolve_filter
 from twin.geometry import OBJECTIVES, ScanGeometry
-from twin.materials import Material, get_material
+from twin.materials import get_material
 from twin.meshes import MeshPart, PRIMITIVES, load_mesh_file, primitive_triangles
 from twin.scene import Scene
 from twin.scenario import ScanSpec

@@ -233,7 +233,6 @@ def _trace_grid(vec: ti.types.ndarray(), labels: ti.types.ndarray(), lut: ti.typ
                 # entry point in voxel units of the grid; the voxel of a point nudged inside
                 q = (origin + dir64 * ta - lo) / sp
                 p = q + dir64 * (1e-6 * (tb - ta)) / sp
-                direc = ti.cast(dir64, ti.f32)
                 idx = ti.Vector([0, 0, 0])
                 step = ti.Vector([0, 0, 0])
                 tnext = ti.Vector([0.0, 0.0, 0.0])

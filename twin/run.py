@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import platform
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from twin import __version__
 from twin.scenario import ScanSpec

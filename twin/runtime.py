@@ -98,6 +98,27 @@ def current_arch() -> str | None:
     return _current
 
 
+def kernels_once(build):
+    """Decorator for a module's kernel builder: ``build()`` (defining Taichi kernels, returning
+    them by name in a dict) runs once, on first use, after Taichi is initialised (on the CPU
+    when nobody has initialised it). Kernels are defined lazily so that importing a module
+    does not start Taichi.
+    """
+    import functools
+
+    cache: dict = {}
+
+    @functools.wraps(build)
+    def get() -> dict:
+        if not cache:
+            if _current is None:
+                init_taichi("cpu")
+            cache.update(build())
+        return cache
+
+    return get
+
+
 def releasing(kernel):
     """``kernel`` (a Taichi kernel), wrapped so that compiling it does not keep its arguments.
 
