@@ -80,3 +80,21 @@ def test_run_refuses_unsupported_with_exit_code_2(tmp_path):
                                    "--approximate", "--supersample", "1", "--arch", "cpu"])
     assert r.exit_code == 0, r.output
     assert "bad_pixel_map" in r.output  # the approximation is reported
+
+
+def test_a_failure_is_exit_1_with_one_line_not_a_traceback(tmp_path, monkeypatch):
+    """The exit codes of the contract: 2 bad input (a missing scenario), 1 any other failure."""
+    runner = CliRunner()
+    r = runner.invoke(ctsimu_app, ["run", str(tmp_path / "missing.json"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "missing.json" in r.output
+    (tmp_path / "s.toml").write_text(TOML)
+    runner.invoke(ctsimu_app, ["export", str(tmp_path / "s.toml"), "--out", str(tmp_path / "s.json")])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("twin.ctsimu.run.run_to", broken)
+    r = runner.invoke(ctsimu_app, ["run", str(tmp_path / "s.json"), "--out", str(tmp_path / "o"),
+                                   "--arch", "cpu"])
+    assert r.exit_code == 1
+    assert "failed: RuntimeError: disk on fire" in r.output and "Traceback" not in r.output

@@ -16,6 +16,7 @@ import numpy as np
 import typer
 from rich.console import Console
 
+from twin.cli_errors import exit_on_error
 from twin.errors import XrmInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -36,16 +37,7 @@ def _main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress b
 
 
 def _fail(exc: BaseException) -> None:
-    if isinstance(exc, XrmInputError):
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
-    if isinstance(exc, (typer.Exit, KeyboardInterrupt)):
-        raise exc
-    if _state["verbose"]:
-        console.print_exception()
-    else:
-        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}")
-    raise typer.Exit(1)
+    exit_on_error(exc, verbose=_state["verbose"])
 
 
 def _prepare_out(out: Path, force: bool, marker: str) -> None:

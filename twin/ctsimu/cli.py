@@ -11,15 +11,16 @@ from typing import Optional
 
 import typer
 
-from twin.errors import XrmInputError
+from twin.cli_errors import exit_on_error
 
 ctsimu_app = typer.Typer(help="CTSimU scenario files (BAM/PTB format 1.x): run and export.",
                          no_args_is_help=True)
 
 
 def _fail(exc: BaseException) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(code=2)
+    from twin.cli import _state
+
+    exit_on_error(exc, verbose=_state["verbose"])
 
 
 @ctsimu_app.command("run")
@@ -43,7 +44,7 @@ def run(
     try:
         sc = read_scenario(scenario, approximate=approximate)
         res = run_to(sc, out, supersample=supersample, arch=arch, seed=seed)
-    except XrmInputError as exc:
+    except BaseException as exc:  # noqa: BLE001 - exit 2 bad input, 1 failure
         _fail(exc)
     for n in res["notes"]:
         typer.echo(f"note: {n}", err=True)
@@ -63,7 +64,7 @@ def export(
     try:
         spec = load_scenario(scenario)
         res = export_scenario(spec, out or Path(f"{spec.name}_ctsimu.json"))
-    except XrmInputError as exc:
+    except BaseException as exc:  # noqa: BLE001 - exit 2 bad input, 1 failure
         _fail(exc)
     for n in res["notes"]:
         typer.echo(f"note: {n}", err=True)

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import typer
 
+from twin.cli_errors import exit_on_error
 from twin.errors import XrmInputError
 
 
@@ -55,14 +56,10 @@ def dataset(
             if verify:
                 msg += "; every checksum verified"
             console.print(msg)
-    except XrmInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
-    except (typer.Exit, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - mapped to exit code 1
-        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1)
+    except BaseException as exc:  # noqa: BLE001 - exit 2 bad input, 1 failure
+        from twin.cli import _state
+
+        exit_on_error(exc, verbose=_state["verbose"])
 
 
 def main() -> None:

@@ -22,19 +22,16 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from twin.cli_errors import exit_on_error
 from twin.errors import XrmInputError
 
 console = Console(stderr=True)
 
 
 def _fail(exc: BaseException) -> None:
-    if isinstance(exc, XrmInputError):
-        console.print(f"[bold red]error:[/] {exc}")
-        raise typer.Exit(2)
-    if isinstance(exc, (typer.Exit, KeyboardInterrupt)):
-        raise exc
-    console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}")
-    raise typer.Exit(1)
+    from twin.cli import _state
+
+    exit_on_error(exc, verbose=_state["verbose"])
 
 
 def _range(text: Optional[str], key: str, cast=float):
