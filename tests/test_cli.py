@@ -72,6 +72,8 @@ def test_output_folder_is_not_overwritten_without_force(run_dir):
      "did you mean 'projections'"),
     (["simulate", str(DATA / "small_parts.toml"), "--out", "X", "--set", "source.kvp='100 kV'"],
      "plain number"),
+    (["simulate", str(DATA / "small_parts.toml"), "--out", "X", "--set", "detector.pixels=32,24"],
+     "in brackets: [32,24]"),
     (["spectrum", "--kvp", "250"], "30-160"),
 ])
 def test_bad_input_exits_2_with_a_message(tmp_path, args, pattern):

@@ -183,6 +183,8 @@ def _check_value(where: str, key: str, value: Any, types: tuple[type, ...]) -> A
         hint = ""
         if isinstance(value, str) and NUM[0] in types:
             hint = " (give a plain number; the unit is in the key's name)"
+        elif isinstance(value, str) and list in types:
+            hint = f" (a list is written in brackets: [{value}])"
         raise XrmInputError(f"{where}: {key} = {value!r}: expected {_type_name(types)}{hint}")
     if isinstance(value, float) and value != value:
         raise XrmInputError(f"{where}: {key} is NaN")
