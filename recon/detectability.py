@@ -21,6 +21,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+import scipy.fft
 from scipy.special import ndtr
 
 from recon.thickness import isotropic_voxel_um
@@ -85,44 +86,70 @@ def task_signal(kind: str, size_um: float, voxel_size_um: float, *,
         if nrm.shape != (3,) or not np.any(nrm):
             raise XrmInputError(f"orientation must be a nonzero (x, y, z) vector, got {orientation!r}")
         nrm = nrm / np.linalg.norm(nrm)
-    out = np.empty(shape, np.float64)
-    # a few output planes at a time: the sub-sample temporaries are a chunk's (float64 of the
-    # whole supersampled grid is 8 ss^3 bytes per voxel: 260 MB for an 80^3 task grid)
-    planes = max(1, (1 << 18) // (ss ** 3 * shape[1] * shape[2]))
+    out = np.zeros(shape, np.float64)
+    # a few output planes at a time, or a few of one plane's sub-sample planes: a chunk's
+    # sub-sample temporaries stay near 2^18 points (float64 of the whole supersampled grid is
+    # 8 ss^3 bytes per voxel: 260 MB for an 80^3 task grid; one plane's, 3 MB a temporary)
+    budget = 1 << 18
+    planes = max(1, budget // (ss ** 3 * shape[1] * shape[2]))
+    group = ss if planes > 1 else max(1, min(ss, budget // (ss ** 2 * shape[1] * shape[2])))
+    z_sub = axes[0].reshape(shape[0], ss)
     for k0 in range(0, shape[0], planes):
         k1 = min(k0 + planes, shape[0])
-        z, y, x = np.meshgrid(axes[0][k0 * ss:k1 * ss], axes[1], axes[2], indexing="ij", sparse=True)
-        if kind in ("void", "inclusion"):
-            inside = (x * x + y * y + z * z <= (size_um / 2.0) ** 2).astype(np.float32)
-        else:
-            along = x * nrm[0] + y * nrm[1] + z * nrm[2]
-            r2 = x * x + y * y + z * z - along * along
-            # a sheet thinner than the sub-samples aliases when point-sampled: each sub-sample
-            # takes the overlap of its own extent h along the normal with the sheet, / h
-            h = vs / ss
-            overlap = np.clip(np.minimum(t / 2, along + h / 2) - np.maximum(-t / 2, along - h / 2),
-                              0.0, None) / h
-            inside = (overlap * (r2 <= (size_um / 2.0) ** 2)).astype(np.float32)
-        inside = np.broadcast_to(inside, ((k1 - k0) * ss, shape[1] * ss, shape[2] * ss))
-        out[k0:k1] = inside.reshape(k1 - k0, ss, shape[1], ss, shape[2], ss).mean(
-            axis=(1, 3, 5), dtype=np.float64)
+        for j0 in range(0, ss, group):
+            j1 = min(j0 + group, ss)
+            z, y, x = np.meshgrid(z_sub[k0:k1, j0:j1].ravel(), axes[1], axes[2], indexing="ij",
+                                  sparse=True)
+            if kind in ("void", "inclusion"):
+                inside = (x * x + y * y + z * z <= (size_um / 2.0) ** 2).astype(np.float32)
+            else:
+                along = x * nrm[0] + y * nrm[1] + z * nrm[2]
+                r2 = x * x + y * y + z * z - along * along
+                # a sheet thinner than the sub-samples aliases when point-sampled: each
+                # sub-sample takes the overlap of its own extent h along the normal with the
+                # sheet, / h
+                h = vs / ss
+                overlap = np.clip(np.minimum(t / 2, along + h / 2)
+                                  - np.maximum(-t / 2, along - h / 2), 0.0, None) / h
+                inside = (overlap * (r2 <= (size_um / 2.0) ** 2)).astype(np.float32)
+                del along, r2, overlap
+            inside = np.broadcast_to(inside, ((k1 - k0) * (j1 - j0), shape[1] * ss,
+                                              shape[2] * ss))
+            out[k0:k1] += inside.reshape(k1 - k0, j1 - j0, shape[1], ss, shape[2], ss).sum(
+                axis=(1, 3, 5), dtype=np.float64)
+    out /= ss ** 3
     return out
 
 
-def task_function(signal: np.ndarray, contrast_per_mm: float, voxel_size_um: float) -> np.ndarray:
-    """``W(f) = |dC| |F{s}(f)|`` on the unshifted DFT grid of ``signal`` (units 1/mm x mm^3)."""
+def task_function(signal: np.ndarray, contrast_per_mm: float, voxel_size_um: float, *,
+                  half: bool = False) -> np.ndarray:
+    """``W(f) = |dC| |F{s}(f)|`` on the unshifted DFT grid of ``signal`` (units 1/mm x mm^3).
+
+    ``half=True`` gives the ``rfftn`` half (last axis ``nx // 2 + 1``), which holds the whole
+    of ``W`` for a real signal (``W(-f) = W(f)``) in half the memory.
+    """
     dv = (isotropic_voxel_um(voxel_size_um, what="task function") / 1000.0) ** 3
-    return abs(float(contrast_per_mm)) * dv * np.abs(np.fft.fftn(signal))
+    spectrum = scipy.fft.rfftn(signal) if half else np.fft.fftn(signal)
+    return abs(float(contrast_per_mm)) * dv * np.abs(spectrum)
+
+
+def _npw_from_sums(sum_w2: float, sum_w2_nps: float, df3: float) -> float:
+    """NPW d' from ``sum W^2 TTF^2`` and ``sum W^2 TTF^2 NPS`` over the grid (the one formula)."""
+    den = sum_w2_nps * df3
+    if den <= 0:
+        raise XrmInputError("d': the noise power is zero where the task has signal")
+    return float(math.sqrt((sum_w2 * df3) ** 2 / den))
+
+
+def _pw_from_sum(sum_w2_over_nps: float, df3: float) -> float:
+    """PW d' from ``sum W^2 TTF^2 / NPS`` over the grid (the one formula)."""
+    return float(math.sqrt(sum_w2_over_nps * df3))
 
 
 def dprime_npw(W: np.ndarray, ttf: np.ndarray | float, nps: np.ndarray | float, df3: float) -> float:
     """Non-prewhitening d': ``[sum W^2 TTF^2 df]^2 / sum W^2 TTF^2 NPS df`` (square root)."""
     w2 = (W * ttf) ** 2
-    num = (w2.sum() * df3) ** 2
-    den = (w2 * nps).sum() * df3
-    if den <= 0:
-        raise XrmInputError("d': the noise power is zero where the task has signal")
-    return float(math.sqrt(num / den))
+    return _npw_from_sums(float(w2.sum()), float((w2 * nps).sum()), df3)
 
 
 def dprime_pw(W: np.ndarray, ttf: np.ndarray | float, nps: np.ndarray | float, df3: float) -> float:
@@ -130,7 +157,24 @@ def dprime_pw(W: np.ndarray, ttf: np.ndarray | float, nps: np.ndarray | float, d
     nps = np.broadcast_to(np.asarray(nps, float), np.shape(W))
     if np.any(nps <= 0):
         raise XrmInputError("prewhitening d' needs NPS > 0 at every frequency")
-    return float(math.sqrt(((W * ttf) ** 2 / nps).sum() * df3))
+    return _pw_from_sum(float(((W * ttf) ** 2 / nps).sum()), df3)
+
+
+def _full_planes(half: np.ndarray, k0: int, k1: int, nx: int) -> np.ndarray:
+    """Planes ``k0:k1`` of the full ``|DFT|`` of a real grid from its ``rfftn`` half.
+
+    ``|F(kz, ky, kx)| = |F(-kz, -ky, -kx)|`` for real input, so the columns past ``nx // 2``
+    are the mirrored half's (shape ``(k1 - k0, ny, nx)``).
+    """
+    nz, ny, nh = half.shape
+    out = np.empty((k1 - k0, ny, nx), half.dtype)
+    out[..., :nh] = half[k0:k1]
+    if nx > nh:
+        kz = (-np.arange(k0, k1)) % nz
+        ky = (-np.arange(ny)) % ny
+        kx = nx - np.arange(nh, nx)
+        out[..., nh:] = half[np.ix_(kz, ky, kx)]
+    return out
 
 
 def auc_from_dprime(dprime: float) -> float:
@@ -204,24 +248,38 @@ def detectability(task: Mapping[str, Any], voxel_size_um: float, *,
     s = task_signal(str(kind), float(task["size_um"]), voxel_size_um,
                     thickness_um=task.get("thickness_um"),
                     orientation=task.get("orientation", (0.0, 0.0, 1.0)), shape=shape)
-    fz, fy, fx, df3 = frequency_grid(s.shape, voxel_size_um)
-    W = task_function(s, float(task["contrast_per_mm"]), voxel_size_um)
-    fr = np.sqrt(fz ** 2 + fy ** 2 + fx ** 2)
-    if mtf is None:
-        ttf: np.ndarray | float = 1.0
-    elif callable(mtf):
-        ttf = mtf(fr)
-    else:
-        ttf = np.interp(fr, mtf["freq_per_mm"], mtf["mtf"], right=0.0)
+    signal_voxels = float(s.sum())
+    shape = s.shape
+    fz, fy, fx, df3 = frequency_grid(shape, voxel_size_um)
+    # |F{s}| from the half spectrum of the real signal, then the sums plane block by plane
+    # block: the full-grid W, |f|, TTF and NPS arrays (float64 each) never exist at once
+    W_half = task_function(s, float(task["contrast_per_mm"]), voxel_size_um, half=True)
+    del s
     if isinstance(nps, Mapping):
-        nps_g = nps_on_grid(nps, fz, fy, fx)
-    else:
-        dv = (isotropic_voxel_um(voxel_size_um) / 1000.0) ** 3
-        nps_g = float(nps) * dv
-    d_npw = dprime_npw(W, ttf, nps_g, df3)
-    try:
-        d_pw = dprime_pw(W, ttf, nps_g, df3)
-    except XrmInputError:
-        d_pw = None
+        nps_white = None
+    else:  # white noise of that variance per voxel
+        nps_white = float(nps) * (isotropic_voxel_um(voxel_size_um) / 1000.0) ** 3
+    sum_w2 = sum_w2_nps = sum_w2_over_nps = 0.0
+    pw_ok = nps_white is None or nps_white > 0
+    planes = max(1, shape[0] // 8)
+    for k0 in range(0, shape[0], planes):
+        k1 = min(k0 + planes, shape[0])
+        W = _full_planes(W_half, k0, k1, shape[2])
+        fzk = fz[k0:k1]
+        if mtf is not None:
+            fr = np.sqrt(fzk ** 2 + fy ** 2 + fx ** 2)
+            W *= mtf(fr) if callable(mtf) else np.interp(fr, mtf["freq_per_mm"], mtf["mtf"],
+                                                          right=0.0)
+            del fr
+        w2 = np.square(W, out=W)
+        nps_k = nps_white if nps_white is not None else nps_on_grid(nps, fzk, fy, fx)
+        sum_w2 += float(w2.sum())
+        sum_w2_nps += float((w2 * nps_k).sum())
+        if pw_ok and nps_white is None:
+            pw_ok = bool(np.all(nps_k > 0))
+        if pw_ok:
+            sum_w2_over_nps += float((w2 / nps_k).sum())
+    d_npw = _npw_from_sums(sum_w2, sum_w2_nps, df3)
+    d_pw = _pw_from_sum(sum_w2_over_nps, df3) if pw_ok else None
     return {"dprime_npw": d_npw, "dprime_pw": d_pw, "auc_npw": auc_from_dprime(d_npw),
-            "signal_voxels": float(s.sum()), "task": dict(task)}
+            "signal_voxels": signal_voxels, "task": dict(task)}
