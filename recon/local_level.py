@@ -9,8 +9,8 @@ electrode's grey, which drifts with cupping and composition): with ``G`` a Gauss
 (``m`` the mask). Written out, that holds two float32 volumes (numerator and denominator)
 besides the result. Here the numerator is filtered in the result's own array (the z pass
 in blocks of rows, the y and x passes in blocks of planes, which are independent after the
-z pass) and the denominator a slab of planes at a time with a halo of the Gaussian's radius,
-so the result is bit-identical to :func:`scipy.ndimage.gaussian_filter` on whole volumes
+z pass) and the denominator a slab of planes at a time (its z pass column block by column
+block from the mask's planes with a halo of the Gaussian's radius), so the result is bit-identical to :func:`scipy.ndimage.gaussian_filter` on whole volumes
 while at most one slab is held beside it. Where only a box is wanted (the level around a
 detection), the same is computed on the box grown by the Gaussian's radius.
 """
@@ -25,8 +25,8 @@ __all__ = ["masked_gaussian_mean"]
 #: voxels of one block of the numerator's passes (a float32 block of 16 MiB; an eighth of
 #: the volume where that is less)
 _BLOCK_VOXELS = 1 << 22
-#: the denominator's slabs: a quarter of the planes, and at least twice the halo
-_SLABS = 4
+#: the denominator's slabs: an eighth of the planes (the halo is carried by column blocks only)
+_SLABS = 8
 #: scipy.ndimage's default truncation of the Gaussian (radius = int(truncate sigma + 0.5))
 _TRUNCATE = 4.0
 #: the normalising weight below which a voxel is too far from the mask to have a level
@@ -87,19 +87,30 @@ def masked_gaussian_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float,
         ndi.gaussian_filter1d(out[z0:z1], sigma, axis=1, output=t, truncate=_TRUNCATE)
         ndi.gaussian_filter1d(t, sigma, axis=2, output=out[z0:z1], truncate=_TRUNCATE)
     del tmp
-    # the denominator, a slab at a time with a halo of the radius, and the quotient
+    # the denominator, a slab of planes at a time: its z pass column block by column block
+    # from the mask's planes with a halo of the radius (only the block carries the halo), then
+    # the y and x passes in the slab; then the quotient
     radius = gaussian_radius_vox(sigma)
-    planes = max(2 * radius, -(-nz // _SLABS), 1)
+    planes = max(1, -(-nz // _SLABS))
+    w_slab = np.empty((min(planes, nz), ny, nx), np.float32)
     fill32 = np.float32(fill)
     for z0 in range(0, nz, planes):
         z1 = min(z0 + planes, nz)
         a, b = max(z0 - radius, 0), min(z1 + radius, nz)
-        w = m[a:b].astype(np.float32)
-        ndi.gaussian_filter(w, sigma, output=w, truncate=_TRUNCATE)
-        w = w[z0 - a:z1 - a]
+        w = w_slab[:z1 - z0]
+        rows = max(1, block_voxels // max(1, (b - a) * nx))
+        for y0 in range(0, ny, rows):
+            y1 = min(y0 + rows, ny)
+            col = m[a:b, y0:y1].astype(np.float32)
+            ndi.gaussian_filter1d(col, sigma, axis=0, output=col, truncate=_TRUNCATE)
+            w[:, y0:y1] = col[z0 - a:z1 - a]
+            del col
+        ndi.gaussian_filter1d(w, sigma, axis=1, output=w, truncate=_TRUNCATE)
+        ndi.gaussian_filter1d(w, sigma, axis=2, output=w, truncate=_TRUNCATE)
         far = w <= MIN_WEIGHT
         np.maximum(w, np.float32(1e-6), out=w)
         out[z0:z1] /= w
         out[z0:z1][far] = fill32
-        del w, far
+        del far
+    del w_slab
     return out

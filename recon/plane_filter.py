@@ -132,7 +132,7 @@ def _filter_bank(X: np.ndarray, shape, nrm: np.ndarray, sigma_across_vox: float,
     k = get_kernels()
     keep_max = k["keep_max_i8" if small else "keep_max"]
     Xf, Yf = X.view(np.float32).reshape(X.shape + (2,)), Y.view(np.float32).reshape(Y.shape + (2,))
-    block_voxels = min(_INVERSE_BLOCK_VOXELS, max(1, int(np.prod(shape)) // 8))  # small volumes too
+    block_voxels = min(_INVERSE_BLOCK_VOXELS, max(1, int(np.prod(shape)) // 32))  # small volumes too
     planes = max(1, block_voxels // max(1, shape[1] * shape[2]))
     for i, n in enumerate(nrm):
         k["sheet"](Xf, Yf, shape[0], shape[1], shape[2], float(n[0]), float(n[1]),

@@ -27,12 +27,18 @@ __all__ = ["multiotsu_thresholds", "segment_multiotsu", "apply_thresholds", "rem
 _CHUNK = 1 << 20
 
 
+def _chunk_elements(size: int) -> int:
+    """Elements per chunk: ``_CHUNK``, or an eighth of a smaller array (at least 2^12), so the
+    int64 temporary stays an eighth of an int64 copy of the array."""
+    return max(1 << 12, min(_CHUNK, int(size) // 8))
+
+
 def count_labels(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
     """``np.bincount(labels.ravel(), minlength=minlength)`` in chunks (int64 counts).
 
     ``np.bincount`` first converts its input to int64: 8 bytes per voxel, twice an int32
     component volume and eight times a uint8 one. Counting chunk by chunk gives the same
-    counts with a temporary of ``_CHUNK`` elements.
+    counts with a temporary of ``_CHUNK`` elements (an eighth of a smaller array).
 
     Parameters
     ----------
@@ -45,8 +51,9 @@ def count_labels(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
         raise XrmInputError("count_labels: labels must be >= 0")
     n = max(int(minlength), int(flat.max()) + 1 if flat.size else 0)
     counts = np.zeros(n, np.int64)
-    for i in range(0, flat.size, _CHUNK):
-        counts += np.bincount(flat[i:i + _CHUNK], minlength=n)
+    step = _chunk_elements(flat.size)
+    for i in range(0, flat.size, step):
+        counts += np.bincount(flat[i:i + step], minlength=n)
     return counts
 
 
@@ -54,14 +61,15 @@ def lookup_labels(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``table[labels]`` (dtype of ``table``, shape of ``labels``) in chunks.
 
     Fancy indexing converts the index array to int64 first (8 bytes per voxel); chunk by chunk
-    the temporary is ``_CHUNK`` elements.
+    the temporary is ``_CHUNK`` elements (an eighth of a smaller array).
     """
     table = np.asarray(table)
     src = np.ascontiguousarray(labels)
     out = np.empty(src.shape, table.dtype)
     flat_in, flat_out = src.reshape(-1), out.reshape(-1)
-    for i in range(0, flat_in.size, _CHUNK):
-        flat_out[i:i + _CHUNK] = table[flat_in[i:i + _CHUNK]]
+    step = _chunk_elements(flat_in.size)
+    for i in range(0, flat_in.size, step):
+        flat_out[i:i + step] = table[flat_in[i:i + step]]
     return out
 
 

@@ -467,13 +467,15 @@ def _cracks(raw, vol, host, vs, origin_mm, t_grid, region, contrast):
     from recon import defects as dmod
     from recon.plane_filter import detect_planar_cracks
 
+    small = dmod.detect_cracks(vol, host, vs, origin_mm=origin_mm, return_voxels=True)
     rows: list[dict] = []
     try:
-        rows = detect_planar_cracks(raw, _with_embedded(host, t_grid, region), vs, origin_mm=origin_mm,
-                                    contrast_mu=contrast, return_voxels=True)
+        # the caller's per-label host, not used after: extended in its own array (the planar
+        # search holds its working set, a copy would be a mask more at the stage's peak)
+        rows = detect_planar_cracks(raw, _with_embedded(host, t_grid, region, in_place=True), vs,
+                                    origin_mm=origin_mm, contrast_mu=contrast, return_voxels=True)
     except XrmInputError:  # a host thinner than the filter's reach: the Hessian alone
         rows = []
-    small = dmod.detect_cracks(vol, host, vs, origin_mm=origin_mm, return_voxels=True)
     for d in small:
         c = np.asarray(d["center_mm"], float)
         inside = False
@@ -490,14 +492,15 @@ def _cracks(raw, vol, host, vs, origin_mm, t_grid, region, contrast):
 
 
 def _with_embedded(host: np.ndarray, t_grid: np.ndarray, region: np.ndarray,
-                   min_share: float = 0.6) -> np.ndarray:
+                   min_share: float = 0.6, *, in_place: bool = False) -> np.ndarray:
     """The host with the phases embedded in it (Ni foam in its paste): labels whose outer
     boundary lies at least ``min_share`` in the host. The planar filter needs the electrode
     whole; without its foam the paste is a sponge that the filter's reach erodes away (the
-    NiMH crack came out in two halves with 0.21 of its 0.29 mm^2)."""
+    NiMH crack came out in two halves with 0.21 of its 0.29 mm^2). ``in_place``: the
+    embedded phases are added to ``host`` itself (bool array), which is returned."""
     from scipy import ndimage
 
-    out = host.copy()
+    embedded = []  # judged against the host as given, before any phase is added
     for lab in np.unique(t_grid[region & ~host]):
         if lab <= 0:
             continue
@@ -505,5 +508,8 @@ def _with_embedded(host: np.ndarray, t_grid: np.ndarray, region: np.ndarray,
         ring = ndimage.binary_dilation(m) & ~m & region
         n = np.count_nonzero(ring)
         if n and np.count_nonzero(ring & host) >= min_share * n:
-            out |= m
+            embedded.append(lab)
+    out = host if in_place else host.copy()
+    for lab in embedded:
+        out |= (t_grid == lab) & region
     return out
