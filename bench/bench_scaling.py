@@ -49,11 +49,14 @@ def best_time(fn, repeat: int) -> float:
 
 def peak_bytes(fn) -> int:
     """Peak traced allocation during ``fn()`` above what was allocated before it."""
+    from recon.slabs import forked_peak_bytes
+
     tracemalloc.start()
     tracemalloc.reset_peak()
+    forked_peak_bytes(reset=True)
     base = tracemalloc.get_traced_memory()[0]
     fn()
-    peak = tracemalloc.get_traced_memory()[1]
+    peak = max(tracemalloc.get_traced_memory()[1], forked_peak_bytes(reset=True))  # forked work too
     tracemalloc.stop()
     return int(peak - base)
 

@@ -77,11 +77,15 @@ def run_stages(scenario: str, preview: bool, out: Path) -> list[dict]:
     rows = []
 
     def stage(name, fn):
+        from recon.slabs import forked_peak_bytes
+
         tracemalloc.start()
+        forked_peak_bytes(reset=True)
         t0 = time.perf_counter()
         res = fn()
         wall = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
+        peak = max(peak, forked_peak_bytes(reset=True))  # work on forked workers counted too
         tracemalloc.stop()
         return res, wall, peak
 

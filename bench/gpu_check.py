@@ -6,7 +6,9 @@ Needs only numpy and Taichi (no SpekPy, xraydb or trimesh, which the GPU machine
    cylinder, a sphere and 1 % random voxels of a third material; 8 views onto 256^2 pixels,
    2 x 2 sub-rays) and FDK of 256^3 from 360 views, each run on the CPU and on CUDA in
    separate processes (Taichi picks its backend once per process): maximum relative
-   difference (goal <= 1e-4).
+   difference (goal <= 1e-4). The measure stage's kernels on the same scene's cylinder (the
+   exact squared distance transform and the nearest-background features, integers, so equal;
+   the local thickness in um) are compared the same way.
 2. **Forward throughput** (issue 2 must-show 8, issue 10 must-show 1): ray-samples per second
    through a 1024^3 label volume onto 1024^2 pixels (goal >= 300 G/s on an H100).
 3. **FDK at paper scale** (issue 4 must-show 7, issue 10 must-show 1): 1024^3 from 1601 views
@@ -68,7 +70,16 @@ def _worker(arch: str, n: int, out: str) -> None:
                       pixel_um=100.0 * 128 / n, cols=n, rows=n, n_views=360 if n >= 128 else 90)
     proj = np.abs(np.random.default_rng(1).standard_normal((gf.n_views, n, n))).astype(np.float32)
     vol = fdk(proj, gf, arch=arch)
-    np.savez(out, path_lengths=np.asarray(L, np.float32), fdk=vol)
+    # the measure stage's kernels (xrm-twin measure --arch cuda, and run's measure on a GPU)
+    from recon.distance import nearest_background, squared_edt
+    from recon.thickness import local_thickness_um
+
+    solid = lab == 1
+    d2 = squared_edt(solid)
+    _, feat = nearest_background(solid)
+    thick = local_thickness_um(solid, 10.0)
+    np.savez(out, path_lengths=np.asarray(L, np.float32), fdk=vol, edt_squared=d2, nearest_feature=feat,
+             local_thickness_um=np.asarray(thick, np.float32))
 
 
 def agreement(n: int, arches=("cpu", "cuda")) -> dict:
@@ -82,9 +93,11 @@ def agreement(n: int, arches=("cpu", "cuda")) -> dict:
                            check=True)
             res[f"{arch}_wall_s"] = time.perf_counter() - t0
         a, b = (np.load(files[k]) for k in arches)
-        for key in ("path_lengths", "fdk"):
+        for key in ("path_lengths", "fdk", "local_thickness_um"):
             scale = float(np.abs(a[key]).max())
             res[f"{key}_max_rel_diff"] = float(np.abs(a[key] - b[key]).max() / scale)
+        for key in ("edt_squared", "nearest_feature"):  # integers: equal or not
+            res[f"{key}_equal"] = bool(np.array_equal(a[key], b[key]))
     return res
 
 
@@ -145,7 +158,9 @@ def main(argv=None) -> int:
     res["agreement"] = agreement(sizes["agree"], ("cpu", a.arch))
     print(f"agreement {sizes['agree']}^3 cpu vs {a.arch}: path lengths "
           f"{res['agreement']['path_lengths_max_rel_diff']:.2e}, FDK {res['agreement']['fdk_max_rel_diff']:.2e} "
-          "(goal <= 1e-4)", flush=True)
+          f"(goal <= 1e-4); measure kernels: local thickness {res['agreement']['local_thickness_um_max_rel_diff']:.2e}, "
+          f"EDT equal {res['agreement']['edt_squared_equal']}, features equal {res['agreement']['nearest_feature_equal']}",
+          flush=True)
     res["forward"] = forward_throughput(sizes["fwd"], sizes["fwd_det"], sizes["fwd_views"], a.arch)
     print(f"forward {res['forward']['volume']} onto {res['forward']['detector']}: "
           f"{res['forward']['ray_samples_per_s'] / 1e9:.1f} G ray-samples/s (goal >= 300 on an H100)", flush=True)

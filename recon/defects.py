@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon import slabs
 from recon.distance import nearest_background, squared_edt
 from recon.local_level import masked_gaussian_mean
 from recon.segmentation import check_volume, count_labels, label_instances, lookup_labels
@@ -66,7 +67,7 @@ def flat_voxels(mask: np.ndarray, sl: tuple[slice, ...] | None, shape: Sequence[
 
 def attach_voxels(rows: list[dict[str, Any]], instances: np.ndarray, n: int) -> list[dict[str, Any]]:
     """Add ``_voxels`` to rows made from instances ``1..n`` (row ``i`` is instance ``i + 1``)."""
-    for k, sl in enumerate(ndi.find_objects(instances, max_label=n), start=1):
+    for k, sl in enumerate(slabs.find_objects(instances, max_label=n), start=1):
         if sl is not None and k <= len(rows):
             rows[k - 1]["_voxels"] = flat_voxels(instances[sl] == k, sl, instances.shape)
     return rows
@@ -134,14 +135,14 @@ def _split_blobs(sm: np.ndarray, cand: np.ndarray, depth: float, min_voxels: int
 
     if not cand.any():
         return np.zeros(sm.shape, np.int32), 0
-    sl = ndi.find_objects(cand.astype(np.uint8))[0]
+    sl = slabs.find_objects(cand.astype(np.uint8))[0]
     sub, c = sm[sl].astype(np.float64), cand[sl]
     # outside the candidates: higher than anything, so every blob keeps at least its deepest
     # minimum as a marker however shallow it is (filling with the candidates' own maximum
     # dropped the blobs less than ``depth`` below the threshold)
     fill = float(sub.max()) + 2.0 * depth + 1.0
     markers = h_minima(np.where(c, sub, fill), max(depth, 1e-12)) & c
-    mk, nm = ndi.label(markers)
+    mk, nm = slabs.label(markers)
     ws, n = _relabel(watershed(sub, mk, mask=c), min_voxels)
     out = np.zeros(sm.shape, np.int32)
     out[sl] = ws
@@ -214,8 +215,8 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
     if not host.any():
         raise XrmInputError("detect_voids: host_mask is empty")
     region = ndi.binary_fill_holes(host)
-    core = ndi.binary_erosion(host, iterations=1)
-    sm = ndi.gaussian_filter(v, smooth_sigma_vox) if smooth_sigma_vox > 0 else v
+    core = slabs.binary_erosion(host, iterations=1)
+    sm = slabs.gaussian_filter(v, smooth_sigma_vox) if smooth_sigma_vox > 0 else v
     core = core if core.any() else host
     mu_h, _ = _robust_stats(sm[core])
     if threshold is None and background_sigma_vox:
@@ -230,13 +231,13 @@ def detect_voids(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: float
     # The host's blurred surface is a dark band just inside it: search inside a margin, and drop
     # blobs that lie mostly on the margin's edge (the band, or pores open to the surface); a void
     # that merely touches it keeps most of its voxels inside and stays.
-    inner = ndi.binary_erosion(region, iterations=int(edge_margin_vox)) if edge_margin_vox else region
+    inner = slabs.binary_erosion(region, iterations=int(edge_margin_vox)) if edge_margin_vox else region
     cand &= inner
-    edge = inner & ~ndi.binary_erosion(inner, iterations=1)
+    edge = inner & ~slabs.binary_erosion(inner, iterations=1)
     # blobs (basins, when split: a void merged with the band keeps its own basin) mostly on
     # the margin's edge are the band
     comp, nc = (_split_blobs(sm, cand, float(split_depth_sigma) * sd_h, 1) if split
-                else ndi.label(cand))
+                else slabs.label(cand))
     if nc:
         idx = np.arange(1, nc + 1)
         on_edge = ndi.sum_labels(edge, comp, idx) / np.maximum(ndi.sum_labels(cand, comp, idx), 1)
@@ -330,7 +331,7 @@ def sheetness(volume: np.ndarray, sigma_vox: float = 1.0, *, dark: bool = True,
         z1 = min(z0 + slab, v.shape[0])
         a, b = max(z0 - halo, 0), min(z1 + halo, v.shape[0])
         sub = sgn * v[a:b]
-        h = [ndi.gaussian_filter(sub, sigma_vox, order=o, mode="nearest").ravel()
+        h = [slabs.gaussian_filter(sub, sigma_vox, order=o, mode="nearest").ravel()
              for o in ((2, 0, 0), (0, 2, 0), (0, 0, 2), (1, 1, 0), (1, 0, 1), (0, 1, 1))]
         s = np.empty(sub.size, np.float32)
         sheet(*h, float(sigma_vox) ** 2, s)
@@ -382,7 +383,7 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
     if host.shape != v.shape or not host.any():
         raise XrmInputError("detect_cracks: host_mask must match the volume and be non-empty")
     # the host's own surface is an edge with a sheet-like response: keep 2 sigma + 1 away
-    region = ndi.binary_erosion(ndi.binary_fill_holes(host),
+    region = slabs.binary_erosion(ndi.binary_fill_holes(host),
                                 iterations=int(math.ceil(2 * sigma_vox)) + 1)
     if not region.any():
         raise XrmInputError("detect_cracks: the host is too thin for the Hessian scale")
@@ -396,7 +397,7 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
     inst, n = label_instances(cand, min_voxels=min_voxels, connectivity=3, dtype="smallest")
     del cand
     rows = []
-    for sl_i, sl in enumerate(ndi.find_objects(inst)):
+    for sl_i, sl in enumerate(slabs.find_objects(inst)):
         if sl is None:
             continue
         k = sl_i + 1
@@ -421,7 +422,7 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
 def _merged_instances(G: np.ndarray, merge_vox: int, min_voxels: int) -> tuple[np.ndarray, int]:
     """Instances of ``G`` where pieces within ``merge_vox`` voxels are joined (26-connected)."""
     if merge_vox > 0 and G.any():
-        grown, _ = label_instances(ndi.binary_dilation(G, iterations=int(merge_vox)),
+        grown, _ = label_instances(slabs.binary_dilation(G, iterations=int(merge_vox)),
                                    connectivity=3)
         lab = np.where(G, grown, 0)
         sizes = count_labels(lab)
@@ -515,7 +516,7 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
             raise XrmInputError(f"axis must be 'x', 'y', 'z' or None, got {axis!r}")
         G, W = _gap_along_axis(A, F, ax, gmax)
         inst, n = _merged_instances(G, merge_vox, min_voxels)
-        for k, sl in enumerate(ndi.find_objects(inst), start=1):
+        for k, sl in enumerate(slabs.find_objects(inst), start=1):
             if sl is None:
                 continue
             m = inst[sl] == k
@@ -536,11 +537,11 @@ def detect_delamination(labels: np.ndarray, active_label: int | Iterable[int],
                 rows[-1]["_voxels"] = flat_voxels(m, sl, lab.shape)
         return rows
     g = gmax + 1.0
-    near = ndi.binary_dilation(A, iterations=int(math.ceil(g))) & \
-        ndi.binary_dilation(F, iterations=int(math.ceil(g))) & ~A & ~F
+    near = slabs.binary_dilation(A, iterations=int(math.ceil(g))) & \
+        slabs.binary_dilation(F, iterations=int(math.ceil(g))) & ~A & ~F
     if not near.any():
         return []
-    sl = ndi.find_objects(near.astype(np.uint8))[0]
+    sl = slabs.find_objects(near.astype(np.uint8))[0]
     pad = int(math.ceil(g)) + 1
     sl = tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n)) for s, n in zip(sl, lab.shape))
     a, f, nr = A[sl], F[sl], near[sl]
@@ -594,7 +595,7 @@ def detect_contact(labels: np.ndarray, anode_label: int | Iterable[int],
         raise XrmInputError("detect_contact: anode or cathode label absent")
     reach = max(1, int(math.ceil(float(min_separation_um) / vs)))
     if reach <= 1:
-        touch = An & ndi.binary_dilation(Ca, structure=ndi.generate_binary_structure(3, 1))
+        touch = An & slabs.binary_dilation(Ca, structure=ndi.generate_binary_structure(3, 1))
     else:
         touch = An & (squared_edt(~Ca) <= reach * reach)
     inst, n = label_instances(touch, min_voxels=1, connectivity=3)

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon import slabs
 from recon.segmentation import check_labels, check_volume
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
@@ -33,7 +34,7 @@ __all__ = ["cnr", "touching_pairs", "cnr_pairs", "fit_circle_center", "radial_es
 def _stats(volume: np.ndarray, mask: np.ndarray, erode_vox: int) -> tuple[float, float, int]:
     m = mask
     if erode_vox > 0:
-        e = ndi.binary_erosion(mask, iterations=int(erode_vox))
+        e = slabs.binary_erosion(mask, iterations=int(erode_vox))
         m = e if np.count_nonzero(e) >= 10 else mask
     vals = volume[m]
     if vals.size < 2:
@@ -131,7 +132,7 @@ def cnr_pairs(volume: np.ndarray, labels: np.ndarray, names: Mapping[int, str], 
         pairs = touching_pairs(lab, min_contact_voxels=min_contact_voxels)
     # each phase's statistics inside its bounding box (grown by the erosion and one voxel):
     # the same voxels in the same order as over the whole array, at the cost of the box
-    boxes = ndi.find_objects(lab.view(np.uint8) if lab.dtype == bool else lab) if lab.size else []
+    boxes = slabs.find_objects(lab.view(np.uint8) if lab.dtype == bool else lab) if lab.size else []
     grow = int(erode_vox) + 1
 
     def phase_stats(k: int) -> tuple[float, float, int]:
@@ -367,7 +368,7 @@ def edge_blur_at_interface(volume: np.ndarray, inside: np.ndarray, near: np.ndar
     v = vol[near].astype(np.float64)
 
     def fit(sigma: float):
-        g = ndi.gaussian_filter(ind, sigma, mode="nearest")[near].astype(np.float64)
+        g = slabs.gaussian_filter(ind, sigma, mode="nearest")[near].astype(np.float64)
         A = np.column_stack([np.ones_like(g), g])
         coef, *_ = np.linalg.lstsq(A, v, rcond=None)
         return coef, float(np.sum((A @ coef - v) ** 2))

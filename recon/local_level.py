@@ -10,8 +10,10 @@ electrode's grey, which drifts with cupping and composition): with ``G`` a Gauss
 besides the result. Here the numerator is filtered in the result's own array (the z pass
 in blocks of rows, the y and x passes in blocks of planes, which are independent after the
 z pass) and the denominator a slab of planes at a time (its z pass column block by column
-block from the mask's planes with a halo of the Gaussian's radius), so the result is bit-identical to :func:`scipy.ndimage.gaussian_filter` on whole volumes
-while at most one slab is held beside it. Where only a box is wanted (the level around a
+block from the mask's planes with a halo of the Gaussian's radius), so the result is
+bit-identical to :func:`scipy.ndimage.gaussian_filter` on whole volumes while at most one slab
+is held beside it. The blocks of each pass are independent and go to the host's threads
+(:func:`twin.runtime.host_threads`; one block per thread in flight). Where only a box is wanted (the level around a
 detection), the same is computed on the box grown by the Gaussian's radius.
 """
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from recon.slabs import gaussian_filter1d, run_ranges
 
 __all__ = ["masked_gaussian_mean"]
 
@@ -31,6 +35,14 @@ _SLABS = 8
 _TRUNCATE = 4.0
 #: the normalising weight below which a voxel is too far from the mask to have a level
 MIN_WEIGHT = 0.05
+
+
+def _threads(size: int) -> int:
+    """Host threads for the blocks (:mod:`recon.slabs`'s rule: one below its size floor)."""
+    from recon.slabs import MIN_PARALLEL_VOXELS
+    from twin.runtime import host_threads
+
+    return host_threads() if size >= MIN_PARALLEL_VOXELS else 1
 
 
 def gaussian_radius_vox(sigma_vox: float) -> int:
@@ -70,23 +82,27 @@ def masked_gaussian_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float,
     nz, ny, nx = v.shape
     sigma = float(sigma_vox)
     out = np.empty(v.shape, np.float32)
+    threads = _threads(v.size)
     # blocks of at most an eighth of the volume, so that small volumes block too
     block_voxels = min(_BLOCK_VOXELS, max(1, v.size // 8))
+
+    def ranges(n: int, step: int) -> list[tuple[int, int]]:
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
     # numerator, z pass: blocks of rows (whole z columns)
-    rows = max(1, block_voxels // max(1, nz * nx))
-    for y0 in range(0, ny, rows):
-        y1 = min(y0 + rows, ny)
+    def numerator_z(y0: int, y1: int) -> None:
         block = np.where(m[:, y0:y1], v[:, y0:y1], np.float32(0)).astype(np.float32, copy=False)
         ndi.gaussian_filter1d(block, sigma, axis=0, output=out[:, y0:y1], truncate=_TRUNCATE)
+
+    run_ranges(numerator_z, ranges(ny, max(1, block_voxels // max(1, nz * nx))), threads)
+
     # numerator, y and x passes: blocks of planes (independent after the z pass)
-    planes = max(1, block_voxels // max(1, ny * nx))
-    tmp = np.empty((min(planes, nz), ny, nx), np.float32)
-    for z0 in range(0, nz, planes):
-        z1 = min(z0 + planes, nz)
-        t = tmp[:z1 - z0]
+    def numerator_yx(z0: int, z1: int) -> None:
+        t = np.empty((z1 - z0, ny, nx), np.float32)
         ndi.gaussian_filter1d(out[z0:z1], sigma, axis=1, output=t, truncate=_TRUNCATE)
         ndi.gaussian_filter1d(t, sigma, axis=2, output=out[z0:z1], truncate=_TRUNCATE)
-    del tmp
+
+    run_ranges(numerator_yx, ranges(nz, max(1, block_voxels // max(1, ny * nx))), threads)
     # the denominator, a slab of planes at a time: its z pass column block by column block
     # from the mask's planes with a halo of the radius (only the block carries the halo), then
     # the y and x passes in the slab; then the quotient
@@ -98,15 +114,15 @@ def masked_gaussian_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float,
         z1 = min(z0 + planes, nz)
         a, b = max(z0 - radius, 0), min(z1 + radius, nz)
         w = w_slab[:z1 - z0]
-        rows = max(1, block_voxels // max(1, (b - a) * nx))
-        for y0 in range(0, ny, rows):
-            y1 = min(y0 + rows, ny)
+
+        def denominator_z(y0: int, y1: int, a=a, b=b, z0=z0, z1=z1, w=w) -> None:
             col = m[a:b, y0:y1].astype(np.float32)
             ndi.gaussian_filter1d(col, sigma, axis=0, output=col, truncate=_TRUNCATE)
             w[:, y0:y1] = col[z0 - a:z1 - a]
-            del col
-        ndi.gaussian_filter1d(w, sigma, axis=1, output=w, truncate=_TRUNCATE)
-        ndi.gaussian_filter1d(w, sigma, axis=2, output=w, truncate=_TRUNCATE)
+
+        run_ranges(denominator_z, ranges(ny, max(1, block_voxels // max(1, (b - a) * nx))), threads)
+        gaussian_filter1d(w, sigma, 1, output=w, truncate=_TRUNCATE, threads=threads)
+        gaussian_filter1d(w, sigma, 2, output=w, truncate=_TRUNCATE, threads=threads)
         far = w <= MIN_WEIGHT
         np.maximum(w, np.float32(1e-6), out=w)
         out[z0:z1] /= w

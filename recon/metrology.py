@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon import slabs
 from recon.distance import nearest_background
 from recon.segmentation import check_labels, check_volume, label_instances
 from recon.thickness import isotropic_voxel_um, local_thickness_um, thickness_stats
@@ -61,7 +62,7 @@ def volume_mm3(mask: np.ndarray, voxel_size_um: float) -> float:
 
 def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
     m = np.ascontiguousarray(mask, bool)
-    sl = ndi.find_objects(m.view(np.uint8))  # a view: no copy of the volume
+    sl = slabs.find_objects(m.view(np.uint8))  # a view: no copy of the volume
     if not sl or sl[0] is None:
         raise XrmInputError("the component is empty: no voxel to mesh")
     return tuple(slice(max(s.start - pad, 0), min(s.stop + pad, n))
@@ -70,6 +71,10 @@ def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
 
 #: Faces handled at once where a per-face temporary is needed (about 72 bytes per face: 18 MiB).
 _FACE_CHUNK = 1 << 16
+#: component boxes of at least this many voxels are meshed on several processes
+_PARALLEL_AREA_VOXELS = 1 << 21
+#: cube layers per marching-cubes slab of :func:`surface_area_mm2`
+_AREA_SLAB = 32
 
 
 def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
@@ -124,14 +129,14 @@ def surface_mesh(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: fl
 
 
 def _indicator_field(sub: np.ndarray, smooth_sigma_vox: float, mode: str,
-                     z0: int = 0, z1: int | None = None) -> np.ndarray:
+                     z0: int = 0, z1: int | None = None, threads: int | None = None) -> np.ndarray:
     """Planes ``z0:z1`` of the indicator ``sub`` padded by ``_PAD`` (``mode``), as float32,
     smoothed by a Gaussian of ``smooth_sigma_vox`` voxels.
 
     Only the planes asked for and the filter's reach around them are built: the Gaussian is
     separable and each output plane depends on the input planes within its radius, so the
     planes equal those of the whole padded and filtered array (the same operations on the same
-    values), while memory is the slab's.
+    values), while memory is the slab's. ``threads``: the filter's (:func:`recon.slabs.gaussian_filter`).
     """
     nzs = sub.shape[0]
     nzp = nzs + 2 * _PAD
@@ -149,7 +154,7 @@ def _indicator_field(sub: np.ndarray, smooth_sigma_vox: float, mode: str,
                    ((0, b - a - 1), (_PAD, _PAD), (_PAD, _PAD)), mode=mode)
     f = f.astype(np.float32)
     if sigma > 0:
-        ndi.gaussian_filter(f, sigma, output=f)
+        slabs.gaussian_filter(f, sigma, output=f, threads=threads)
     return f[z0 - a:z1 - a]
 
 
@@ -180,7 +185,7 @@ def _mesh_field(mask: np.ndarray, smooth_sigma_vox: float, grey: np.ndarray | No
             lev = float(level)
         below = lev - abs(lev) - 1.0
         f = np.pad(g, _PAD, constant_values=below) if cut_faces else np.pad(g, _PAD, mode="edge")
-        cube_mask = np.pad(ndi.binary_dilation(sub, iterations=2), _PAD, mode=mode)
+        cube_mask = np.pad(slabs.binary_dilation(sub, iterations=2), _PAD, mode=mode)
     if f.max() <= lev or f.min() >= lev:
         raise XrmInputError("the component has no boundary at this level (too thin for the "
                             "smoothing, or a level outside the data); lower smooth_sigma_vox")
@@ -210,17 +215,25 @@ def _triangle_area_sum(verts: np.ndarray, faces: np.ndarray) -> float:
 
 def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox: float = 0.7,
                      grey: np.ndarray | None = None, level: float | None = None,
-                     cut_faces: bool = False, slab: int | None = None) -> float:
+                     cut_faces: bool = False, slab: int | None = None,
+                     workers: int | None = None) -> float:
     """Surface area in mm^2 of a component by marching cubes (see :func:`surface_mesh`).
 
     The field is meshed ``slab`` cube layers at a time (each slab shares its last plane with
     the next): marching cubes builds each cube's triangles from that cube's 8 corners alone, so
     the triangles, and the area, are those of the whole-volume mesh, while the mesh in memory
-    is one slab's (a foam's whole mesh at 1024^3 is tens of GiB). Without ``grey`` the
-    smoothed indicator is built slab by slab as well (:func:`_indicator_field`: the same
+    is one slab's per worker (a foam's whole mesh at 1024^3 is tens of GiB). Without ``grey``
+    the smoothed indicator is built slab by slab as well (:func:`_indicator_field`: the same
     values), so the float field of the component's box (a volume for the paste) is never held.
-    ``slab`` (cube layers) defaults to an eighth of the box's planes, between 16 and 64: a
-    slab's mesh stays a small part of the volume at every size.
+    ``slab`` (cube layers) defaults to 32 (:data:`_AREA_SLAB`): a slab's mesh stays a small
+    part of the volume at every size.
+
+    Large boxes (at least :data:`_PARALLEL_AREA_VOXELS`) go to ``workers`` processes
+    (default :func:`twin.runtime.host_threads`, at most a quarter of the slabs, so that the
+    slabs in flight hold at most a quarter of the box), since scikit-image's marching cubes
+    holds the GIL (:func:`recon.slabs.map_in_processes`: forked, the mask is shared, not
+    copied). The slabs do not depend on the workers, and their areas are added in slab order,
+    so the area is the same to the last bit on any number of cores.
     """
     from skimage import measure
 
@@ -234,32 +247,46 @@ def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox
         nz = sub.shape[0] + 2 * _PAD
 
         def planes(z0, z1):
-            return _indicator_field(sub, smooth_sigma_vox, mode, z0, z1)
+            return _indicator_field(sub, smooth_sigma_vox, mode, z0, z1, threads=1)
     else:
         f, lev, cube_mask, start = _mesh_field(mask, smooth_sigma_vox, grey, level, cut_faces)
         nz = f.shape[0]
 
         def planes(z0, z1):
             return f[z0:z1]
-    if slab is None:
-        slab = max(16, min(64, nz // 8))
-    total = 0.0
-    f_min, f_max = np.inf, -np.inf
-    for z0 in range(0, nz - 1, int(slab)):
+    if workers is None:
+        from twin.runtime import host_threads
+
+        workers = host_threads() if math.prod(mask[sl].shape if grey is None else f.shape) \
+            >= _PARALLEL_AREA_VOXELS else 1
+    slab = _AREA_SLAB if slab is None else int(slab)
+    starts = list(range(0, nz - 1, slab))
+    workers = max(1, min(int(workers), len(starts) // 4))
+
+    def slab_area(z0: int) -> tuple[float, float, float]:
+        """(area in voxel units^2, field min, field max) of the cube layers from ``z0``."""
         z1 = min(z0 + int(slab) + 1, nz)
         part = planes(z0, z1)
-        f_min, f_max = min(f_min, float(part.min())), max(f_max, float(part.max()))
-        if part.max() <= lev or part.min() >= lev:
-            continue  # no crossing in this slab
+        lo, hi = float(part.min()), float(part.max())
+        if hi <= lev or lo >= lev:
+            return 0.0, lo, hi  # no crossing in this slab
         verts, faces, _, _ = measure.marching_cubes(
             part, lev, mask=None if cube_mask is None else cube_mask[z0:z1], allow_degenerate=False)
+        del part
         if faces.size == 0:
-            continue
+            return 0.0, lo, hi
         verts = verts - _PAD + start
         verts[:, 0] += z0
         if not cut_faces:
             faces = faces[_faces_inside(verts, faces, mask.shape)]
-        total += _triangle_area_sum(verts, faces)
+        return _triangle_area_sum(verts, faces), lo, hi
+
+    results = slabs.map_in_processes(slab_area, starts, workers)
+    total = 0.0
+    for area, _, _ in results:  # in slab order, whatever the workers
+        total += area
+    f_min = min(r[1] for r in results)
+    f_max = max(r[2] for r in results)
     if f_max <= lev or f_min >= lev:
         raise XrmInputError("the component has no boundary at this level (too thin for the "
                             "smoothing, or a level outside the data); lower smooth_sigma_vox")
@@ -268,10 +295,10 @@ def surface_area_mm2(mask: np.ndarray, voxel_size_um: float, *, smooth_sigma_vox
 
 def _grey_level(grey: np.ndarray, mask: np.ndarray) -> float:
     """Mid-level between a component's interior and a 2-voxel shell around it (medians)."""
-    inner = ndi.binary_erosion(mask, iterations=1)
+    inner = slabs.binary_erosion(mask, iterations=1)
     if not inner.any():
         inner = mask
-    shell = ndi.binary_dilation(mask, iterations=3) & ~ndi.binary_dilation(mask, iterations=1)
+    shell = slabs.binary_dilation(mask, iterations=3) & ~slabs.binary_dilation(mask, iterations=1)
     if not shell.any():
         raise XrmInputError("grey surface: the component has no surroundings inside the volume")
     return 0.5 * (float(np.median(grey[inner])) + float(np.median(grey[shell])))
@@ -544,7 +571,7 @@ def layers_along_axis(mask: np.ndarray, voxel_size_um: float, *, axis: str | int
     runs, _ = ndi.label(frac >= float(min_fraction))
     origin_axis = float(np.asarray(origin_mm, float)[2 - ax])
     out = []
-    for sl in ndi.find_objects(runs):
+    for sl in slabs.find_objects(runs):
         a, b = sl[0].start, sl[0].stop
         lo, hi = max(a - 1, 0), min(b + 1, m.shape[ax])
         sub = np.take(m, np.arange(lo, hi), axis=ax)

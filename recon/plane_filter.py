@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon import slabs
 from recon.defects import flat_voxels
 from recon.local_level import masked_gaussian_mean
 from recon.segmentation import check_volume, hysteresis_threshold, label_instances, lookup_labels
@@ -257,7 +258,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     # memory peak: spectrum, filtered spectrum, response and index)
     masks = _Masks(v.shape)
     filled = ndi.binary_fill_holes(host)
-    region = ndi.binary_erosion(np.pad(filled, 1), iterations=reach)[1:-1, 1:-1, 1:-1]
+    region = slabs.binary_erosion(np.pad(filled, 1), iterations=reach)[1:-1, 1:-1, 1:-1]
     if not region.any():
         raise XrmInputError(f"detect_planar_cracks: the host is thinner than twice the in-plane "
                             f"filter width ({2 * reach} voxels)")
@@ -266,8 +267,8 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     # bright inclusions to the host level, then everything relative to the local host level
     sm = _local_level(v, host, background_sigma_vox)
     np.subtract(v, sm, out=sm)  # v - level, in the level's array
-    ndi.gaussian_filter(sm, 1.0, output=sm)
-    inner = host & ndi.binary_erosion(host, iterations=1)
+    slabs.gaussian_filter(sm, 1.0, output=sm)
+    inner = host & slabs.binary_erosion(host, iterations=1)
     vals = sm[inner]
     med = float(np.median(vals))
     # noise from the dark half: the bright half holds the inclusions (a few % of the host)
@@ -275,7 +276,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     del vals
     bright_core = sm > med + bright_k_sigma * max(sd, 1e-12)
     del sm
-    bright = ndi.binary_dilation(bright_core, iterations=2)
+    bright = slabs.binary_dilation(bright_core, iterations=2)
     masks.put("bright_core", bright_core)
     del bright_core
     host_only = inner & ~bright
@@ -285,7 +286,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
                             "its bright inclusions")
     keep = filled & ~bright
     gm = int(math.ceil(sigma_plane_vox if grow_margin_vox is None else grow_margin_vox))
-    grow = (ndi.binary_erosion(np.pad(filled, 1), iterations=gm)[1:-1, 1:-1, 1:-1] & keep
+    grow = (slabs.binary_erosion(np.pad(filled, 1), iterations=gm)[1:-1, 1:-1, 1:-1] & keep
             if gm > 0 else keep)
     masks.put("grow", grow)
     del grow
@@ -316,7 +317,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     del search
     cand = hysteresis_threshold(R, rm + k_low * rsd, rm + k_high * rsd, mask=masks.get("grow"))
     if cand.any():  # keep grown components that hold a seed inside the search region
-        lab, n_lab = ndi.label(cand, structure=np.ones((3, 3, 3), bool))
+        lab, n_lab = slabs.label(cand, structure=np.ones((3, 3, 3), bool))
         with_seed = np.zeros(n_lab + 1, bool)
         with_seed[lab[seeds & cand]] = True
         with_seed[0] = False
@@ -326,7 +327,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     del cand, seeds
     # of each detection, what the response tells (its peak, the normal that won most of its
     # voxels) before the response goes
-    objects = ndi.find_objects(inst)
+    objects = slabs.find_objects(inst)
     peak_of, normal_of = {}, {}
     for k, sl in enumerate(objects, start=1):
         if sl is not None:
@@ -341,7 +342,7 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
     # NiMH crack 35 % high). The annulus is read outside inclusions and halos too.
     if n:  # the host level again without the detections (a crack pulls its own level down)
         host_only = masks.get("host_only")
-        away = host_only & ~ndi.binary_dilation(inst > 0, iterations=int(deficit_margin_vox) + 4)
+        away = host_only & ~slabs.binary_dilation(inst > 0, iterations=int(deficit_margin_vox) + 4)
         if not away.any():
             away = host_only
         del host_only
@@ -377,8 +378,8 @@ def detect_planar_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_u
         keep_g = masks.get("keep", sl_g)
         det = np.zeros(keep_g.shape, bool)
         det[tuple(slice(s.start - g.start, s.stop - g.start) for s, g in zip(sl, sl_g))] = m
-        grown = ndi.binary_dilation(det, iterations=pad) if pad else det
-        ring = ndi.binary_dilation(grown, iterations=3) & ~ndi.binary_dilation(grown) & keep_g
+        grown = slabs.binary_dilation(det, iterations=pad) if pad else det
+        ring = slabs.binary_dilation(grown, iterations=3) & ~slabs.binary_dilation(grown) & keep_g
         # the aperture where a crack can be: not inside an inclusion (struts bridge cracks)
         n_aperture = int(np.count_nonzero(grown & masks.get("filled", sl_g)
                                           & ~masks.get("bright_core", sl_g)))

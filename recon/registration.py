@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 from scipy import optimize
 from scipy.spatial.transform import Rotation
 
+from recon import slabs
 from recon.segmentation import check_volume
 from recon.thickness import isotropic_voxel_um
 from twin.errors import XrmInputError
@@ -252,8 +253,8 @@ def deficit_volume(difference: np.ndarray, mask: np.ndarray, voxel_size_um: floa
     ok = np.ones(d.shape, bool) if valid is None else np.asarray(valid, bool)
     if exclude is not None:
         ok = ok & ~np.asarray(exclude, bool)
-    ap = (ndi.binary_dilation(m, iterations=int(grow_vox)) if grow_vox else m) & ok
-    ring = ndi.binary_dilation(ap, iterations=int(ring_vox)) & ~ap & ok
+    ap = (slabs.binary_dilation(m, iterations=int(grow_vox)) if grow_vox else m) & ok
+    ring = slabs.binary_dilation(ap, iterations=int(ring_vox)) & ~ap & ok
     if not ap.any() or not ring.any():
         return {"volume_mm3": None, "aperture_voxels": int(ap.sum()), "annulus_level_per_mm": None,
                 "noise_mm3": None}

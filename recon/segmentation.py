@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from recon import slabs
 from recon.distance import nearest_background
 from twin.errors import XrmInputError
 
@@ -96,7 +97,7 @@ def hysteresis_threshold(image: np.ndarray, low: float, high: float, *,
     above = img > low
     if mask is not None:
         above &= np.asarray(mask, bool)
-    lab, n = ndi.label(above)
+    lab, n = slabs.label(above)
     del above
     hit = np.zeros(n + 1, bool)
     for z0 in range(0, img.shape[0], 32):
@@ -266,15 +267,9 @@ def remove_islands(labels: np.ndarray, min_voxels: int, *, connectivity: int = 1
     struct = ndi.generate_binary_structure(3, int(connectivity))
     drop = np.zeros(lab.shape, dtype=bool)
     for c in (np.unique(lab) if classes is None else classes):
-        comp, n = ndi.label(lab == c, structure=struct)
-        if n == 0:
-            del comp
-            continue
-        sizes = count_labels(comp, n + 1)
-        small = sizes < int(min_voxels)
-        small[0] = False
-        drop |= lookup_labels(small, comp)
-        del comp  # before the next class's labels are allocated (int32: a float volume each)
+        # labelled slab by slab on every core (recon.slabs): the same islands as one
+        # whole-volume labelling, one class's int32 labels alive at a time
+        drop |= slabs.small_components(lab == c, struct, int(min_voxels))
     if not drop.any():
         return lab.copy()
     if drop.all():
@@ -355,7 +350,7 @@ def segment_multiotsu(volume: np.ndarray, classes: int = 3, *, nbins: int = 256,
     """
     v = check_volume(volume).astype(np.float32, copy=False)
     if smooth_sigma_vox > 0:
-        v = ndi.gaussian_filter(v, float(smooth_sigma_vox))
+        v = slabs.gaussian_filter(v, float(smooth_sigma_vox))
     thr = multiotsu_thresholds(v, classes, nbins=nbins, mask=mask)
     lab = apply_thresholds(v, thr)
     if min_island_voxels and min_island_voxels > 1:
@@ -384,7 +379,7 @@ def label_instances(mask: np.ndarray, *, min_voxels: int = 1, connectivity: int 
         Number of components kept.
     """
     struct = ndi.generate_binary_structure(3, int(connectivity))
-    comp, n = ndi.label(np.asarray(mask, bool), structure=struct)
+    comp, n = slabs.label(np.asarray(mask, bool), structure=struct)
     if n == 0:
         return comp.astype(np.uint8 if dtype == "smallest" else dtype), 0
     sizes = count_labels(comp, n + 1)

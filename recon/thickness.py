@@ -43,8 +43,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from recon import slabs
 from twin.errors import XrmInputError
 from twin.runtime import kernels_once, releasing
 
@@ -269,7 +269,7 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
     # Work on the bounding box plus one voxel: the margin is background wherever the box does
     # not reach the array edge, and a background plane beside a voxel is never farther than
     # the perpendicular foot on it, so the squared EDT (and every ball) is unchanged.
-    box = ndi.find_objects(np.ascontiguousarray(mask).view(np.uint8))[0]  # a view, no copy
+    box = slabs.find_objects(np.ascontiguousarray(mask).view(np.uint8))[0]  # a view, no copy
     box = tuple(slice(max(b.start - 1, 0), min(b.stop + 1, n)) for b, n in zip(box, mask.shape))
     if all(b.stop - b.start == n for b, n in zip(box, mask.shape)):  # spans the array: no copy
         full = _local_thickness_vox(mask, border=border, chunk=chunk)

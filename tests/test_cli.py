@@ -113,6 +113,27 @@ def test_measure_labels_file(tmp_path):
     assert m["surface_mm2"] == pytest.approx(4 * np.pi * (r * 0.01) ** 2, rel=0.02)
 
 
+def test_measure_arch_is_checked_before_any_work(tmp_path):
+    """`measure --arch cuda` without a GPU says so before reading the volume; `--arch gpu` names
+    the allowed values. (In fresh processes: Taichi picks its backend once per process.)"""
+    missing = tmp_path / "nothing_here.h5"
+    has_cuda = subprocess.run(
+        [sys.executable, "-c", "import sys, taichi as ti; ti.init(arch=ti.cuda); "
+         "sys.exit(0 if ti.lang.impl.current_cfg().arch == ti.cuda else 1)"], capture_output=True).returncode == 0
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "twin.cli", "measure", str(missing), "--out",
+                               str(tmp_path / "m"), *args], capture_output=True, text=True)
+
+    r = cli("--arch", "cuda")
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert ("nothing_here.h5" in text) if has_cuda else ("no CUDA device is available" in text), text
+    assert not (tmp_path / "m").exists()  # nothing written
+    r = cli("--arch", "gpu")
+    assert r.returncode != 0 and "auto, cpu, cuda" in r.stdout + r.stderr
+
+
 def test_a_scan_whose_measurement_cannot_fit_is_refused_before_it_runs(tmp_path, monkeypatch):
     """On a 24 GiB machine the full-scale zoom is refused up front, naming the measurement
     (6 float32 volumes of 1024^3 = 24 GiB, the undenoised volume and the truth), and nothing

@@ -260,6 +260,23 @@ def test_surface_area_slab_by_slab_equals_the_whole_mesh():
             assert abs(me.surface_area_mm2(m, 5.0, slab=slab, **kw) / whole - 1) < 1e-7, (kw.keys(), slab)
 
 
+def test_surface_area_on_worker_processes_is_the_one_process_area():
+    """Slabs meshed on forked worker processes: the area equals the one-process area to the
+    last bit (same slabs, summed in slab order) and scikit-image's whole mesh to 1e-7."""
+    from scipy import ndimage as ndi
+    from skimage import measure
+
+    rng = np.random.default_rng(2)
+    m = ndi.gaussian_filter(rng.random((150, 48, 48)).astype(np.float32), 3) > 0.5
+    grey = ndi.gaussian_filter(m.astype(np.float32), 1) + rng.normal(0, 0.05, m.shape).astype(np.float32)
+    for kw in ({"cut_faces": False}, {"grey": grey, "level": 0.5}):
+        one = me.surface_area_mm2(m, 5.0, slab=8, workers=1, **kw)
+        verts, faces = me.surface_mesh(m, 5.0, **kw)
+        assert abs(one / measure.mesh_surface_area(verts, faces) - 1) < 1e-7
+        for workers in (2, 3):
+            assert me.surface_area_mm2(m, 5.0, slab=8, workers=workers, **kw) == one, (kw.keys(), workers)
+
+
 def test_indicator_field_slabs_equal_the_whole_padded_smoothed_field():
     """surface_area_mm2 builds the smoothed indicator a slab at a time: every slab, the
     padding-only ones included, equals the planes of np.pad + gaussian_filter of the whole."""

@@ -33,6 +33,21 @@ def test_equals_the_whole_volume_formula_bit_for_bit(monkeypatch, shape, sigma, 
     assert np.array_equal(ll.masked_gaussian_mean(v, m, sigma, fill=0.7, box=box), want[box])
 
 
+@pytest.mark.parametrize("threads", ["1", "2", "3"])
+def test_blocks_on_threads_equal_the_whole_volume_formula(monkeypatch, threads):
+    """Above recon.slabs' size floor the blocks of each pass run on the host's threads."""
+    from recon.slabs import MIN_PARALLEL_VOXELS
+
+    monkeypatch.setenv("XRM_TWIN_THREADS", threads)
+    monkeypatch.setattr(ll, "_BLOCK_VOXELS", 1 << 16)  # many blocks per pass
+    shape = (130, 128, 128)
+    assert np.prod(shape) >= MIN_PARALLEL_VOXELS
+    rng = np.random.default_rng(4)
+    v = rng.normal(1.0, 0.2, shape).astype(np.float32)
+    m = ndi.gaussian_filter(rng.random(shape).astype(np.float32), 2.0) > 0.52
+    assert np.array_equal(ll.masked_gaussian_mean(v, m, 4.0, fill=0.7), _whole_volume(v, m, 4.0, fill=0.7))
+
+
 def test_a_uniform_phase_has_its_own_level_and_the_fill_far_away():
     v = np.full((40, 40, 80), 3.0, np.float32)
     m = np.zeros(v.shape, bool)

@@ -344,12 +344,17 @@ def measure(
     no_3d: bool = typer.Option(False, "--no-3d", help="Skip the 3-D rendering of the components."),
     smooth_sigma_vox: float = typer.Option(1.0, help="Gaussian pre-smoothing for the segmentation, "
                                            "voxels (0.5 after a denoiser)."),
+    arch: str = typer.Option("auto", help=ARCH_HELP + " Runs the distance transforms, local "
+                             "thickness and crack filters."),
 ) -> None:
     """Segment and measure a volume; with `--truth`, score it (report.json, report.html, figures).
 
     Example: `xrm-twin measure runs/zoom/recon.h5 --truth runs/zoom/truth.h5 --out runs/zoom/m`
     """
     try:
+        from twin.runtime import init_taichi
+
+        init_taichi(arch)  # before any work: --arch cuda without a GPU is an error here
         from recon.io import read_volume
         from twin.measure import measure as measure_volume
         from twin.measure_outputs import write_measure_outputs

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from recon import slabs
 from twin.errors import XrmInputError
 
 DAMAGE_TYPES = ("delamination", "crack", "void", "short")
@@ -85,7 +86,6 @@ def difference_growth(before: Mapping[str, Any], after: Mapping[str, Any], reg: 
         "annulus_level_per_mm", "volumes": "undenoised" | "volume", "truth_overlap_mm3"}}``.
     """
     from recon.registration import apply_rigid, deficit_volume
-    from scipy import ndimage as ndi
 
     from twin.measure import field_of_view_mask
 
@@ -124,7 +124,7 @@ def difference_growth(before: Mapping[str, Any], after: Mapping[str, Any], reg: 
             continue
         c = np.array(contrast[kind])
         mu = float(np.average(c[:, 0], weights=c[:, 1]))
-        others = [ndi.binary_dilation(o, iterations=grow_vox + 3) for k, o in masks.items() if k != kind]
+        others = [slabs.binary_dilation(o, iterations=grow_vox + 3) for k, o in masks.items() if k != kind]
         exclude = np.logical_or.reduce(others) if others else None
         r = deficit_volume(diff, m, before["voxel_size_um"], mu, valid=valid, exclude=exclude,
                            grow_vox=grow_vox)

@@ -32,8 +32,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 
+from recon import slabs
 from recon.distance import edt
 from twin.errors import XrmInputError
 
@@ -80,7 +80,7 @@ def edge_blur(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray, pair: tup
 
     a, b = pair
     ma, mb = (t_grid == a) & region, (t_grid == b) & region
-    contact = ma & ndi.binary_dilation(mb)
+    contact = ma & slabs.binary_dilation(mb)
     if np.count_nonzero(contact) < 50:
         return None
     where = np.nonzero(contact)
@@ -110,7 +110,7 @@ def edge_blur(vol: np.ndarray, t_grid: np.ndarray, region: np.ndarray, pair: tup
 
 
 def _eroded_median(vol: np.ndarray, mask: np.ndarray, min_voxels: int = 500) -> float | None:
-    core = ndi.binary_erosion(mask, iterations=2)
+    core = slabs.binary_erosion(mask, iterations=2)
     if np.count_nonzero(core) < min_voxels:
         return None
     return float(np.median(vol[core]))
@@ -266,7 +266,7 @@ def score_defects(vol: np.ndarray, vs: float, t_grid: np.ndarray, region: np.nda
     e_eff, offset = cal if cal is not None else (None, 0.0)
     out["effective_energy_kev"] = e_eff
     out["grey_offset_per_mm"] = offset
-    defect_zone = ndi.binary_dilation(np.isin(t_grid, list(defect_labels)), iterations=3)
+    defect_zone = slabs.binary_dilation(np.isin(t_grid, list(defect_labels)), iterations=3)
     for kind in types:
         krows = [r for r in rows if str(r.get("type")) == kind]
         if match and kind in ("void", "crack", "delamination"):
@@ -275,7 +275,7 @@ def score_defects(vol: np.ndarray, vs: float, t_grid: np.ndarray, region: np.nda
         if lab < 0 or not np.any(t_grid == lab):
             continue
         m = t_grid == lab
-        ring = ndi.binary_dilation(m, iterations=2) & ~m & region & (t_grid > 0)
+        ring = slabs.binary_dilation(m, iterations=2) & ~m & region & (t_grid > 0)
         vals, cnt = np.unique(t_grid[ring & ~np.isin(t_grid, list(defect_labels))],
                               return_counts=True)
         if vals.size == 0:
@@ -310,7 +310,7 @@ def score_defects(vol: np.ndarray, vs: float, t_grid: np.ndarray, region: np.nda
         orient = [r.get("orientation") for r in krows if r.get("orientation") is not None]
         if orient:
             task["orientation"] = [float(x) for x in orient[0]]
-        clean = ndi.binary_erosion(host_mask, iterations=1) & ~defect_zone
+        clean = slabs.binary_erosion(host_mask, iterations=1) & ~defect_zone
         nps = None
         for roi in (32, 16, 8):
             try:

@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from recon import slabs
 from recon.segmentation import count_labels
 from twin.errors import XrmInputError
 
@@ -126,7 +127,7 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
     # each component is worked on inside its bounding box, grown by the ROI margin and the
     # 2-voxel ring plus one: every mask below lies inside it, so the result is the whole
     # array's, at the cost of the box
-    boxes = ndimage.find_objects(np.where(region, truth_labels, 0))
+    boxes = slabs.find_objects(np.where(region, truth_labels, 0))
     margin = int(roi_margin_vox) + 3
     for label in sorted(sizes, key=lambda l: (sizes[l], l)):
         name = truth_names[label]
@@ -138,7 +139,7 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
         cls, rg, cp = classes[box], region[box], comp[box]  # cp is a view: writes go to comp
         gr = None if grey is None else grey[box]
         truth_c = (truth_labels[box] == label) & rg
-        roi = ndimage.binary_dilation(truth_c, struct, iterations=roi_margin_vox) & rg
+        roi = slabs.binary_dilation(truth_c, struct, iterations=roi_margin_vox) & rg
         free_roi = roi & (cp == 0)
         # Dice of every candidate segment (class == k, >= k, <= k, inside the free ROI) from
         # two class histograms instead of a mask per candidate
@@ -158,12 +159,12 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
         best = (best_d, free_roi & (cls >= lo_k) & (cls < hi_k))
         if gr is not None:
             seg_c = best[1]
-            inner = ndimage.binary_erosion(seg_c, struct)
+            inner = slabs.binary_erosion(seg_c, struct)
             # the surroundings: a 2-voxel ring just outside the ROI. (A ring inside the ROI
             # but outside the segment is empty or unrepresentative when the best threshold
             # segment already fills the ROI: it put the Ni foam's level at 0.85 instead of
             # 0.95 /mm at 3.62 um and read the foam 15 % thick.)
-            outer = ndimage.binary_dilation(roi, struct, iterations=2) & ~roi & rg
+            outer = slabs.binary_dilation(roi, struct, iterations=2) & ~roi & rg
             if inner.sum() >= 8 and outer.sum() >= 8:
                 # the medians partition their (fancy-indexed) copies in place: one copy each
                 mu_in = float(np.median(gr[inner], overwrite_input=True))
@@ -237,9 +238,8 @@ def measure(volume: np.ndarray, voxel_size_um: float, origin_mm, *, truth: Mappi
             classes = int(np.clip(len(distinct), 2, MAX_CLASSES))
         else:
             classes = 3
-    from scipy import ndimage
 
-    smooth = ndimage.gaussian_filter(vol, smooth_sigma_vox) if smooth_sigma_vox > 0 else vol
+    smooth = slabs.gaussian_filter(vol, smooth_sigma_vox) if smooth_sigma_vox > 0 else vol
     seg, thresholds = segmentation.segment_multiotsu(smooth, classes, mask=region,
                                                      min_island_voxels=min_island_voxels)
     comp, names, dice = name_classes(seg, t_grid, region, t_names, grey=smooth)
@@ -332,10 +332,9 @@ def truth_mu_key(truth: Mapping[str, Any], label: int) -> float:
 
 def _neighbour_labels(t_grid: np.ndarray, label: int, min_share: float = 0.1) -> list[int]:
     """Truth labels around the voxels of ``label`` (the phases a defect sits in or between)."""
-    from scipy import ndimage
 
     m = t_grid == label
-    ring = ndimage.binary_dilation(m) & ~m
+    ring = slabs.binary_dilation(m) & ~m
     vals, counts = np.unique(t_grid[ring], return_counts=True)
     keep = (vals > 0) & (counts >= min_share * counts.sum())
     return [int(v) for v in vals[keep]]
@@ -498,14 +497,13 @@ def _with_embedded(host: np.ndarray, t_grid: np.ndarray, region: np.ndarray,
     whole; without its foam the paste is a sponge that the filter's reach erodes away (the
     NiMH crack came out in two halves with 0.21 of its 0.29 mm^2). ``in_place``: the
     embedded phases are added to ``host`` itself (bool array), which is returned."""
-    from scipy import ndimage
 
     embedded = []  # judged against the host as given, before any phase is added
     for lab in np.unique(t_grid[region & ~host]):
         if lab <= 0:
             continue
         m = (t_grid == lab) & region
-        ring = ndimage.binary_dilation(m) & ~m & region
+        ring = slabs.binary_dilation(m) & ~m & region
         n = np.count_nonzero(ring)
         if n and np.count_nonzero(ring & host) >= min_share * n:
             embedded.append(lab)

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage
 
+from recon import slabs
 from twin.errors import XrmInputError, unknown
 
 SCOUT_ZOOM_KEYS = {"name", "description", "seed", "scout", "zoom"}
@@ -51,7 +52,7 @@ def choose_voi_center(volume: np.ndarray, voxel_size_um: float, origin_mm, voi_s
     nz, ny, nx = v.shape
     vs = voxel_size_um / 1000.0
     if feature == "densest":
-        sm = ndimage.gaussian_filter(v, 2.0)
+        sm = slabs.gaussian_filter(v, 2.0)
         iz, iy, ix = np.unravel_index(int(np.argmax(sm)), sm.shape)
     else:
         w = [max(1, int(round(s / vs))) for s in voi_size_mm[::-1]]  # z, y, x window
