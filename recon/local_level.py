@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from recon.slabs import gaussian_filter1d, run_ranges
+from recon.slabs import gaussian_filter1d, host_threads_for, run_ranges
 
 __all__ = ["masked_gaussian_mean"]
 
@@ -35,14 +35,6 @@ _SLABS = 8
 _TRUNCATE = 4.0
 #: the normalising weight below which a voxel is too far from the mask to have a level
 MIN_WEIGHT = 0.05
-
-
-def _threads(size: int) -> int:
-    """Host threads for the blocks (:mod:`recon.slabs`'s rule: one below its size floor)."""
-    from recon.slabs import MIN_PARALLEL_VOXELS
-    from twin.runtime import host_threads
-
-    return host_threads() if size >= MIN_PARALLEL_VOXELS else 1
 
 
 def gaussian_radius_vox(sigma_vox: float) -> int:
@@ -82,7 +74,7 @@ def masked_gaussian_mean(values: np.ndarray, mask: np.ndarray, sigma_vox: float,
     nz, ny, nx = v.shape
     sigma = float(sigma_vox)
     out = np.empty(v.shape, np.float32)
-    threads = _threads(v.size)
+    threads = host_threads_for(v.size)
     # blocks of at most an eighth of the volume, so that small volumes block too
     block_voxels = min(_BLOCK_VOXELS, max(1, v.size // 8))
 

@@ -37,9 +37,9 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["gaussian_filter", "gaussian_filter1d", "binary_erosion", "binary_dilation", "find_objects", "run_ranges",
-           "map_in_processes", "forked_peak_bytes", "label", "small_components",
-           "MIN_PARALLEL_VOXELS"]
+__all__ = ["gaussian_filter", "gaussian_filter1d", "binary_erosion", "binary_dilation",
+           "find_objects", "label", "small_components", "map_in_processes", "forked_peak_bytes",
+           "run_ranges", "even_ranges", "host_threads_for", "MIN_PARALLEL_VOXELS"]
 
 #: arrays with fewer voxels are filtered by one SciPy call (threads cost more than they save)
 MIN_PARALLEL_VOXELS = 1 << 21
@@ -58,7 +58,12 @@ def _threads(threads: int | None, shape: Sequence[int]) -> int:
     return host_threads()
 
 
-def _ranges(n: int, parts: int) -> list[tuple[int, int]]:
+def host_threads_for(size: int) -> int:
+    """Threads for work on an array of ``size`` elements: the host's (see :func:`_threads`)."""
+    return _threads(None, (int(size),))
+
+
+def even_ranges(n: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` (at most ``n``) contiguous ranges covering ``0..n``, as even as can be."""
     parts = max(1, min(int(parts), int(n)))
     edges = np.linspace(0, n, parts + 1).round().astype(int)
@@ -91,7 +96,7 @@ def gaussian_filter1d(values: np.ndarray, sigma_vox: float, axis: int, *, output
     if n_threads <= 1 or v.ndim != 3:
         work(0, v.shape[along])
     else:
-        run_ranges(work, _ranges(v.shape[along], n_threads * _BLOCKS_PER_THREAD), n_threads)
+        run_ranges(work, even_ranges(v.shape[along], n_threads * _BLOCKS_PER_THREAD), n_threads)
     return output
 
 
@@ -159,7 +164,7 @@ def _morphology(fn, mask, structure, iterations: int, border_value: int, threads
         a, b = max(z0 - reach, 0), min(z1 + reach, nz)
         out[z0:z1] = fn(m[a:b], st, iterations=iterations, border_value=border_value)[z0 - a:z1 - a]
 
-    run_ranges(work, _ranges(nz, parts), n_threads)
+    run_ranges(work, even_ranges(nz, parts), n_threads)
     return out
 
 
@@ -196,7 +201,7 @@ def find_objects(labels: np.ndarray, max_label: int = 0, *,
     if lab.ndim != 3 or n_threads <= 1:
         return ndi.find_objects(lab, max_label=max_label)
     parts = run_ranges(lambda a, b: (a, ndi.find_objects(lab[a:b], max_label=max_label)),
-                 _ranges(lab.shape[0], n_threads * _BLOCKS_PER_THREAD), n_threads)
+                 even_ranges(lab.shape[0], n_threads * _BLOCKS_PER_THREAD), n_threads)
     n = max_label if max_label > 0 else max(len(p) for _, p in parts)
     lo = np.full((n, 3), np.iinfo(np.int64).max, np.int64)
     hi = np.full((n, 3), -1, np.int64)
@@ -281,7 +286,7 @@ def _label_plan(mask, structure, threads):
     m = np.asarray(mask, bool)
     st = ndi.generate_binary_structure(m.ndim, 1) if structure is None else np.asarray(structure, bool)
     n_threads = _threads(threads, m.shape)
-    parts = _ranges(m.shape[0], n_threads * _BLOCKS_PER_THREAD) if m.ndim == 3 else []
+    parts = even_ranges(m.shape[0], n_threads * _BLOCKS_PER_THREAD) if m.ndim == 3 else []
     serial = n_threads <= 1 or len(parts) <= 1 or st.shape != (3, 3, 3)
     return m, st, n_threads, parts, serial
 

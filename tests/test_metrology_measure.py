@@ -346,3 +346,22 @@ def test_label_instances_in_the_smallest_type_equal_int32():
     # sizes are in decreasing order (label 1 the largest), as the docstring says
     sizes = np.bincount(ref.ravel())[1:]
     assert np.all(np.diff(sizes) <= 0)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_block_majority_is_the_padded_block_mean(monkeypatch, threads):
+    """Each output voxel: at least half of its factor^3 block set (False padding), on one or
+    two threads (the volume is above recon.slabs' size floor)."""
+    from scipy import ndimage as ndi
+
+    monkeypatch.setenv("XRM_TWIN_THREADS", threads)
+    rng = np.random.default_rng(8)
+    m = ndi.gaussian_filter(rng.random((131, 128, 127)).astype(np.float32), 1.5) > 0.5
+    for f in (2, 3):
+        pad = np.pad(m, [(0, (-n) % f) for n in m.shape])
+        nz, ny, nx = (n // f for n in pad.shape)
+        want = pad.reshape(nz, f, ny, f, nx, f).mean(axis=(1, 3, 5)) >= 0.5
+        got = me.block_majority(m, f)
+        assert got.shape == want.shape == tuple(-(-n // f) for n in m.shape)
+        np.testing.assert_array_equal(got, want)
+        assert 0.2 < got.mean() < 0.8
