@@ -386,7 +386,8 @@ def map_in_processes(fn: Callable, items: Sequence, workers: int) -> list:
     For work that holds the GIL. The workers are forked, so ``fn`` (a closure is fine) and the
     arrays it reads come from the parent's memory without pickling or copying (the pages are
     shared until written); only the items and the results travel. Where the platform cannot
-    fork, or ``workers`` is 1, the items run here. Python 3.12 warns that forking a process
+    fork, in a daemonic process (a multiprocessing pool's worker may not have children), or
+    when ``workers`` is 1, the items run here. Python 3.12 warns that forking a process
     with threads may deadlock the child; the children here only run ``fn`` (numpy and
     scikit-image, no locks of the parent's threads) and exit, so that warning is silenced
     for the pool's start. Under ``tracemalloc`` the workers' allocations are counted too
@@ -396,7 +397,8 @@ def map_in_processes(fn: Callable, items: Sequence, workers: int) -> list:
     import tracemalloc
 
     items = list(items)
-    if int(workers) <= 1 or len(items) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if (int(workers) <= 1 or len(items) <= 1 or "fork" not in multiprocessing.get_all_start_methods()
+            or multiprocessing.current_process().daemon):  # a daemonic process may not fork
         return [fn(item) for item in items]
     if _FORKED_JOB is not None:  # a map inside a map: the outer one owns the workers
         return [fn(item) for item in items]

@@ -155,3 +155,19 @@ def test_gaussian_derivatives_equal_scipy(grey, order):
     want = ndi.gaussian_filter(grey, 1.7, order=order, mode="nearest")
     np.testing.assert_array_equal(slabs.gaussian_filter(grey, 1.7, order=order, mode="nearest", threads=3), want)
     assert np.abs(want).max() > 0
+
+
+def _map_in_a_daemon(queue):
+    queue.put(slabs.map_in_processes(lambda i: i * i, [1, 2, 3, 4], 2))
+
+
+def test_map_in_processes_inside_a_daemonic_process_runs_the_items_there():
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_map_in_a_daemon, args=(q,), daemon=True)
+    proc.start()
+    got = q.get(timeout=60)
+    proc.join(timeout=60)
+    assert got == [1, 4, 9, 16] and proc.exitcode == 0
