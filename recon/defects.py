@@ -384,7 +384,7 @@ def detect_cracks(volume: np.ndarray, host_mask: np.ndarray, voxel_size_um: floa
         raise XrmInputError("detect_cracks: host_mask must match the volume and be non-empty")
     # the host's own surface is an edge with a sheet-like response: keep 2 sigma + 1 away
     region = slabs.binary_erosion(ndi.binary_fill_holes(host),
-                                iterations=int(math.ceil(2 * sigma_vox)) + 1)
+                                  iterations=int(math.ceil(2 * sigma_vox)) + 1)
     if not region.any():
         raise XrmInputError("detect_cracks: the host is too thin for the Hessian scale")
     S = sheetness(v, sigma_vox, dark=True)
