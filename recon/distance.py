@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from recon import slabs
 from twin.errors import XrmInputError
 from twin.runtime import kernels_once, releasing
 
@@ -153,7 +154,12 @@ def _transform(mask: np.ndarray, *, black: bool, with_feat: bool):
 
     kernel = _get_kernels()["pass"]
     arch = runtime.current_arch() or "cpu"
-    d2_host = np.where(mask, np.int32(_INF), np.int32(0))
+    d2_host = np.empty(mask.shape, np.int32)
+
+    def start(a: int, b: int) -> None:  # INF on the mask, 0 on the background
+        np.multiply(mask[a:b], np.int32(_INF), out=d2_host[a:b])
+
+    slabs.map_planes(start, mask.shape[0], mask.size)
     feat_host = np.zeros(mask.shape if with_feat else (1, 1, 1), dtype=np.int32)
     on_device = arch == "cuda"
     if on_device:  # keep the volume on the GPU across passes and chunks
@@ -163,21 +169,21 @@ def _transform(mask: np.ndarray, *, black: bool, with_feat: bool):
         feat.from_numpy(feat_host)
     else:
         d2, feat = d2_host, feat_host
-    nz, ny, nx = mask.shape
+    # one scratch set for the three passes (allocating it zero-fills it): lines of the longest
+    # axis, Meijster's s and t holding up to m + 2 sites with the virtual borders
+    width = max(mask.shape) + 2
+    most_lines = mask.size // min(mask.shape)
+    chunk = int(max(1, min(most_lines, _SCRATCH_BUDGET[arch] // (width * _SCRATCH_BYTES[with_feat]))))
+    gbuf = ti.ndarray(ti.i32, (chunk, width))
+    fbuf = ti.ndarray(ti.i32, (chunk, width) if with_feat else (1, 1))
+    sbuf = ti.ndarray(ti.i32, (chunk, width))
+    tbuf = ti.ndarray(ti.i32, (chunk, width))
     for axis in (2, 1, 0):
-        m = mask.shape[axis]
-        nlines = mask.size // m
-        per_line = (m + 2) * _SCRATCH_BYTES[with_feat]
-        chunk = int(max(1, min(nlines, _SCRATCH_BUDGET[arch] // per_line)))
-        width = m + 2  # Meijster's s, t hold up to m + 2 sites with the virtual borders
-        gbuf = ti.ndarray(ti.i32, (chunk, width))
-        fbuf = ti.ndarray(ti.i32, (chunk, width) if with_feat else (1, 1))
-        sbuf = ti.ndarray(ti.i32, (chunk, width))
-        tbuf = ti.ndarray(ti.i32, (chunk, width))
+        nlines = mask.size // mask.shape[axis]
         for line0 in range(0, nlines, chunk):
             kernel(d2, feat, axis, with_feat, black, line0, min(chunk, nlines - line0),
                    gbuf, fbuf, sbuf, tbuf)
-        del gbuf, fbuf, sbuf, tbuf
+    del gbuf, fbuf, sbuf, tbuf
     if on_device:
         d2_host = d2.to_numpy()
         feat_host = feat.to_numpy() if with_feat else None

@@ -32,6 +32,9 @@ from twin.runtime import current_arch, init_taichi
 
 #: Tolerance on angular coverage, as a fraction of one angular step.
 _COVERAGE_TOL_STEPS = 0.5
+#: detector pixels weighted and filtered per block of views (a block's temporaries: its float64
+#: weights, the weighted rows and their spectra, about 40 bytes per pixel)
+_FILTER_BLOCK_PIXELS = 1 << 19
 
 
 @dataclass(frozen=True)
@@ -326,11 +329,25 @@ def weight_and_filter(line_integrals: np.ndarray, plan: FdkPlan, row0: int = 0) 
     ndarray, shape (V, R, C), float32, 1/mm per unit line integral
     """
     p = np.asarray(line_integrals, dtype=np.float32)
-    w = cosine_weights(plan, row0, p.shape[1])
-    if plan.parker is not None:
-        w *= plan.parker[:, None, :]
-    return filter_rows(p * w, spacing_mm=plan.filter_spacing_mm, filter=plan.filter,
-                       cutoff=plan.cutoff)
+    out = np.empty(p.shape, np.float32)
+
+    def views(v0: int, v1: int) -> None:
+        # a block of views: its weights (V, R, C) and filtered rows, not the stack's
+        sub = plan_views(plan, v0, v1)
+        w = cosine_weights(sub, row0, p.shape[1])
+        if sub.parker is not None:
+            w *= sub.parker[:, None, :]
+        out[v0:v1] = filter_rows(p[v0:v1] * w, spacing_mm=plan.filter_spacing_mm, filter=plan.filter,
+                                 cutoff=plan.cutoff, workers=1)
+
+    # every (view, row) line is weighted and filtered on its own, so blocks of views on the
+    # host's threads give the same values as one call
+    from recon import slabs
+
+    step = max(1, _FILTER_BLOCK_PIXELS // max(1, p.shape[1] * p.shape[2]))
+    blocks = [(v0, min(v0 + step, p.shape[0])) for v0 in range(0, p.shape[0], step)]
+    slabs.run_ranges(views, blocks, slabs.host_threads_for(p.size))
+    return out
 
 
 def backproject_filtered(filtered: np.ndarray, plan: FdkPlan, vol_shape: tuple[int, int, int],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recon import slabs
 from twin.errors import XrmInputError
 
 #: NXtomo image keys.
@@ -78,6 +79,14 @@ def _view_chunks(counts: np.ndarray):
         yield slice(v0, min(v0 + step, counts.shape[0]))
 
 
+def _each_chunk(counts: np.ndarray, work) -> None:
+    """``work(views)`` for every chunk of views, on the host's threads (numpy releases the
+    GIL; each chunk writes its own views, so the result is the same on any number)."""
+    chunks = list(_view_chunks(counts))
+    slabs.run_ranges(lambda i, _: work(chunks[i]), [(i, 0) for i in range(len(chunks))],
+                     slabs.host_threads_for(counts.size))
+
+
 def flat_dark_correct(counts: np.ndarray, flats: np.ndarray, darks: np.ndarray) -> np.ndarray:
     """Transmission ``(I - D) / (F - D)``.
 
@@ -97,8 +106,11 @@ def flat_dark_correct(counts: np.ndarray, flats: np.ndarray, darks: np.ndarray) 
     d, span = _mean_images(c, flats, darks)
     require_finite("projections", c)
     out = np.empty(c.shape, np.float32)
-    for sl in _view_chunks(c):
+
+    def chunk(sl: slice) -> None:
         out[sl] = _transmission(c[sl], d, span)
+
+    _each_chunk(c, chunk)
     return out
 
 
@@ -126,8 +138,7 @@ def line_integrals_from_counts(counts: np.ndarray, flats: np.ndarray, darks: np.
         raise XrmInputError(f"min_transmission must be in (0, 1), got {min_transmission!r}")
     require_finite("projections", c)
     out = np.empty(c.shape, np.float32)
-    for sl in _view_chunks(c):
-        _minus_log_in_place(_transmission(c[sl], d, span), min_transmission, out[sl])
+    _each_chunk(c, lambda sl: _minus_log_in_place(_transmission(c[sl], d, span), min_transmission, out[sl]))
     return out
 
 

@@ -39,7 +39,8 @@ from scipy import ndimage as ndi
 
 __all__ = ["gaussian_filter", "gaussian_filter1d", "binary_erosion", "binary_dilation",
            "find_objects", "label", "small_components", "map_in_processes", "forked_peak_bytes",
-           "run_ranges", "even_ranges", "host_threads_for", "MIN_PARALLEL_VOXELS"]
+           "run_ranges", "even_ranges", "host_threads_for", "map_planes", "masked_values",
+           "nonzero", "MIN_PARALLEL_VOXELS"]
 
 #: arrays with fewer voxels are filtered by one SciPy call (threads cost more than they save)
 MIN_PARALLEL_VOXELS = 1 << 21
@@ -76,6 +77,57 @@ def run_ranges(work: Callable[[int, int], object], ranges: list[tuple[int, int]]
         return [work(a, b) for a, b in ranges]
     with ThreadPoolExecutor(max_workers=min(threads, len(ranges))) as pool:
         return list(pool.map(lambda r: work(*r), ranges))
+
+
+def map_planes(work: Callable[[int, int], object], n_planes: int, size: int, *,
+               threads: int | None = None) -> list:
+    """``work(z0, z1)`` on ranges of planes covering ``0..n_planes``, results in plane order.
+
+    On the host's threads for an array of ``size`` elements (:func:`_threads`: one call
+    ``work(0, n_planes)`` below :data:`MIN_PARALLEL_VOXELS`). For numpy's element-wise work
+    (comparisons, masks, boolean indexing, ``bincount``), which releases the GIL: each range
+    must write only its own planes, so the result is the same on any number of threads.
+    """
+    n_threads = _threads(threads, (int(size),))
+    if n_threads <= 1 or n_planes <= 1:
+        return [work(0, int(n_planes))]
+    return run_ranges(work, even_ranges(int(n_planes), n_threads * _BLOCKS_PER_THREAD), n_threads)
+
+
+def masked_values(values: np.ndarray, mask: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+    """``values[mask]`` (a new 1-D array, raster order) gathered slab by slab on the threads.
+
+    Parameters
+    ----------
+    values : ndarray, shape (nz, ny, nx)
+    mask : ndarray of bool, same shape
+    """
+    v, m = np.asarray(values), np.asarray(mask, bool)
+    n_threads = _threads(threads, v.shape)
+    if v.ndim != 3 or v.shape != m.shape or n_threads <= 1:
+        return v[m]
+    ranges = even_ranges(v.shape[0], n_threads * _BLOCKS_PER_THREAD)
+    counts = run_ranges(lambda a, b: int(np.count_nonzero(m[a:b])), ranges, n_threads)
+    starts = np.cumsum([0] + counts)
+    out = np.empty(int(starts[-1]), v.dtype)
+
+    def gather(i: int, _: int) -> None:
+        a, b = ranges[i]
+        out[starts[i]:starts[i + 1]] = v[a:b][m[a:b]]
+
+    run_ranges(gather, [(i, 0) for i in range(len(ranges))], n_threads)
+    return out
+
+
+def nonzero(mask: np.ndarray, *, dtype=np.int64, threads: int | None = None) -> tuple[np.ndarray, ...]:
+    """``np.nonzero`` of a 3-D mask (raster order) slab by slab on the threads, as ``dtype``."""
+    m = np.asarray(mask)
+    parts = map_planes(lambda a, b: (a, np.nonzero(m[a:b])), m.shape[0], m.size, threads=threads)
+    if len(parts) == 1:
+        return tuple(i.astype(dtype, copy=False) for i in parts[0][1])
+    z = np.concatenate([(idx[0] + a).astype(dtype) for a, idx in parts])
+    return (z,) + tuple(np.concatenate([idx[k].astype(dtype, copy=False) for _, idx in parts])
+                        for k in (1, 2))
 
 
 def gaussian_filter1d(values: np.ndarray, sigma_vox: float, axis: int, *, output: np.ndarray,
@@ -252,10 +304,10 @@ def _joined_slab_labels(m: np.ndarray, st: np.ndarray, parts: list[tuple[int, in
             a = last[max(0, -dy):ny - max(0, dy), max(0, -dx):nx - max(0, dx)]
             b = first[max(0, dy):ny - max(0, -dy), max(0, dx):nx - max(0, -dx)]
             both = (a > 0) & (b > 0)
-            if both.any():
-                pairs = np.unique(np.stack([a[both], b[both]], axis=1), axis=0).astype(np.int64)
-                rows.append(pairs[:, 0] + offsets[i])
-                cols.append(pairs[:, 1] + offsets[i + 1])
+            if both.any():  # the distinct pairs, as one int64 key each (labels < 2^31)
+                keys = np.unique((a[both].astype(np.int64) << 31) | b[both])
+                rows.append((keys >> 31) + offsets[i])
+                cols.append((keys & ((1 << 31) - 1)) + offsets[i + 1])
     n_ids = int(offsets[-1]) + 1
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(n_ids, n_ids))

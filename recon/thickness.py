@@ -277,8 +277,13 @@ def local_thickness_um(mask: np.ndarray, voxel_size_um: float, *, border: str = 
         sub = np.ascontiguousarray(mask[box])
         full = _local_thickness_vox(sub, border=border, chunk=chunk, out_shape=mask.shape,
                                     offset=tuple(b.start for b in box))
-    full *= np.float32(vs)
-    full[~mask] = 0.0
+
+    def scale(a: int, b: int) -> None:  # voxels to um, and 0 outside the mask
+        part = full[a:b]
+        part *= np.float32(vs)
+        part[~mask[a:b]] = 0.0
+
+    slabs.map_planes(scale, full.shape[0], full.size)
     return full
 
 
@@ -295,23 +300,24 @@ def _local_thickness_vox(mask: np.ndarray, *, border: str, chunk: int,
     """
     d2 = squared_edt_voxels(mask, border=border)
     ridge = distance_ridge(d2)
-    cz, cy, cx = (a.astype(np.int32) for a in np.nonzero(ridge))
+    cz, cy, cx = slabs.nonzero(ridge, dtype=np.int32)
+    cd2 = slabs.masked_values(d2, ridge).astype(np.int32, copy=False)  # raster order, as cz, cy, cx
     del ridge
-    cd2 = d2[cz, cy, cx].astype(np.int32)
     del d2  # before the output is allocated: the peak is the distance transform's
     out = np.zeros(mask.shape if out_shape is None else tuple(out_shape), dtype=np.float32)
     oz, oy, ox = (int(o) for o in offset)
     # Per squared radius D: paint balls one by one (cost ~ n * ball volume) or, for levels with
     # many centres (thick plates), dilate the level's centres at once by an EDT of their bounding
     # box (cost ~ box volume). Both give identical values; the cost model only picks the faster.
-    levels, inverse, counts = np.unique(cd2, return_inverse=True, return_counts=True)
+    counts = np.bincount(cd2)  # centres per squared radius (cd2 >= 1 and small)
+    levels = np.flatnonzero(counts)
     scatter = np.ones(cz.size, dtype=bool)
-    for li, (D, n) in enumerate(zip(levels.tolist(), counts.tolist())):
+    for D, n in zip(levels.tolist(), counts[levels].tolist()):
         r = math.isqrt(D - 1)
         ball = 4.19 * (r + 0.5) ** 3
         if n * ball * _COST_PAINT_PER_VOXEL < _COST_EDT_PER_VOXEL * mask.size:
             continue  # cheap enough to paint (box is at most the whole volume)
-        sel = inverse == li
+        sel = cd2 == D
         lo = [max(int(a[sel].min()) - r, 0) for a in (cz, cy, cx)]
         hi = [min(int(a[sel].max()) + r + 1, s) for a, s in zip((cz, cy, cx), mask.shape)]
         box = int(np.prod(np.subtract(hi, lo)))

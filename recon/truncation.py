@@ -22,10 +22,13 @@ import dataclasses
 
 import numpy as np
 
+from recon import slabs
 from twin.errors import XrmInputError, unknown
 from twin.geometry import ScanGeometry
 
 METHODS = ("chord", "edge")
+#: detector rows extended per block (about 40 bytes of float64 temporaries per padded pixel)
+_EXTEND_ROWS = 1024
 
 
 def is_truncated(line_integrals: np.ndarray, *, rel_threshold: float = 0.02, edge_cols: int = 3) -> bool:
@@ -50,10 +53,15 @@ def _extend_side(rows: np.ndarray, pad: int, method: str, fit_cols: int) -> np.n
         x_in = np.arange(-m, 1, dtype=np.float64)  # columns C-1-m .. C-1, edge at 0
         q = np.maximum(rows[:, -m - 1:].astype(np.float64), 0.0) ** 2
         dq = q - (edge ** 2)[:, None]
-        # least squares for dq = q1 x + q2 x^2 (q0 fixed to the edge value)
-        design = np.stack([x_in, x_in ** 2], axis=1)
-        coef, *_ = np.linalg.lstsq(design, dq.T, rcond=None)
-        q1, q2 = coef[0], coef[1]
+        # least squares for dq = q1 x + q2 x^2 (q0 fixed to the edge value): the pseudo-inverse
+        # of the design applied column by column in a fixed order, so each row's fit is the
+        # same whichever rows it is computed with (chunks, threads)
+        pinv = np.linalg.pinv(np.stack([x_in, x_in ** 2], axis=1))  # (2, m + 1)
+        q1 = np.zeros(n)
+        q2 = np.zeros(n)
+        for k in range(m + 1):
+            q1 += pinv[0, k] * dq[:, k]
+            q2 += pinv[1, k] * dq[:, k]
         q0 = edge ** 2
         # a fit that does not fall to zero within the padding gets the fall-off that does
         q_end = q0 + q1 * pad + q2 * pad ** 2
@@ -101,9 +109,17 @@ def extend_truncated(line_integrals: np.ndarray, *, pad_cols: int | None = None,
     if fit_cols < 2 or fit_cols >= c:
         raise XrmInputError(f"fit_cols must be in [2, {c - 1}], got {fit_cols}")
     flat = p.reshape(-1, c)
-    right = _extend_side(flat, pad, method, fit_cols)
-    left = _extend_side(flat[:, ::-1], pad, method, fit_cols)[:, ::-1]
-    out = np.concatenate([left, flat, right], axis=1)
+    out = np.empty((flat.shape[0], c + 2 * pad), np.float32)
+
+    def lines(a: int, b: int) -> None:  # every row is extended on its own
+        out[a:b, :pad] = _extend_side(flat[a:b, ::-1], pad, method, fit_cols)[:, ::-1]
+        out[a:b, pad:pad + c] = flat[a:b]
+        out[a:b, pad + c:] = _extend_side(flat[a:b], pad, method, fit_cols)
+
+    # blocks of a fixed number of rows (the float64 temporaries are a block's), on the host's
+    # threads: numpy releases the GIL, and every row's extension is the same in any block
+    blocks = [(a, min(a + _EXTEND_ROWS, flat.shape[0])) for a in range(0, flat.shape[0], _EXTEND_ROWS)]
+    slabs.run_ranges(lines, blocks, slabs.host_threads_for(out.size))
     return out.reshape(p.shape[0], p.shape[1], c + 2 * pad)
 
 

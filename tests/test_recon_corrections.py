@@ -199,3 +199,23 @@ def test_nl_means_threads_give_the_serial_result(monkeypatch):
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, want)
     assert np.abs(got - vol).max() > 0.05  # it did filter
+
+
+def test_truncation_extension_in_blocks_on_threads_equals_one_block(monkeypatch):
+    import recon.truncation as truncation_mod
+
+    rng = np.random.default_rng(4)
+    x = np.linspace(-0.95, 0.95, 96)
+    scale = rng.uniform(0.6, 1.4, (12, 10, 1))
+    p = (2 * np.sqrt(np.maximum(1 - (x * scale) ** 2, 0)) + rng.normal(0, 0.01, (12, 10, 96))).astype(np.float32)
+    for method in ("chord", "edge"):
+        monkeypatch.setattr(truncation_mod, "_EXTEND_ROWS", 1 << 20)
+        monkeypatch.setenv("XRM_TWIN_THREADS", "1")
+        one = extend_truncated(p, method=method)
+        monkeypatch.setattr(truncation_mod, "_EXTEND_ROWS", 7)
+        monkeypatch.setenv("XRM_TWIN_THREADS", "3")
+        monkeypatch.setattr("recon.slabs.MIN_PARALLEL_VOXELS", 1)
+        many = extend_truncated(p, method=method)
+        np.testing.assert_array_equal(many, one)
+        np.testing.assert_array_equal(one[..., 96:192], p)  # the measured columns are kept
+        assert np.all(one[..., :96] >= 0) and np.abs(one[..., 0]).max() < 1e-6  # tapered to zero

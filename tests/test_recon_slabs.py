@@ -171,3 +171,51 @@ def test_map_in_processes_inside_a_daemonic_process_runs_the_items_there():
     got = q.get(timeout=60)
     proc.join(timeout=60)
     assert got == [1, 4, 9, 16] and proc.exitcode == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_map_planes_covers_every_plane_once_in_order(threads):
+    seen = slabs.map_planes(lambda a, b: (a, b), 37, 10 ** 8, threads=threads)
+    assert [a for a, _ in seen] == sorted(a for a, _ in seen)
+    assert seen[0][0] == 0 and seen[-1][1] == 37
+    assert all(b == a2 for (_, b), (a2, _) in zip(seen[:-1], seen[1:]))  # contiguous, no overlap
+    assert len(seen) == (1 if threads == 1 else min(37, threads * 4))
+    # below MIN_PARALLEL_VOXELS (and no thread count given): one call
+    assert slabs.map_planes(lambda a, b: (a, b), 37, 1000) == [(0, 37)]
+
+
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_masked_values_and_nonzero_equal_numpy(grey, threads):
+    m = grey > np.percentile(grey, 70)
+    np.testing.assert_array_equal(slabs.masked_values(grey, m, threads=threads), grey[m])
+    want = np.nonzero(m)
+    got = slabs.nonzero(m, dtype=np.int32, threads=threads)
+    assert all(g.dtype == np.int32 for g in got)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    empty = np.zeros_like(m)
+    assert slabs.masked_values(grey, empty, threads=threads).size == 0
+    assert all(g.size == 0 for g in slabs.nonzero(empty, threads=threads))
+    # a view (not contiguous): the same as numpy on it
+    np.testing.assert_array_equal(slabs.masked_values(grey[:, ::2], m[:, ::2], threads=threads), grey[:, ::2][m[:, ::2]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, bool])
+def test_count_labels_on_threads_equals_bincount(monkeypatch, dtype):
+    from recon.segmentation import count_labels
+    from twin.errors import XrmInputError
+
+    monkeypatch.setenv("XRM_TWIN_THREADS", "3")
+    rng = np.random.default_rng(5)
+    top = 2 if dtype is bool else 120
+    a = rng.integers(0, top, (150, 130, 120)).astype(dtype)  # above MIN_PARALLEL_VOXELS
+    assert a.size >= slabs.MIN_PARALLEL_VOXELS
+    want = np.bincount(a.ravel().astype(np.int64), minlength=200)
+    got = count_labels(a, 200)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(count_labels(a), want[:top])
+    if dtype is not bool and np.issubdtype(dtype, np.signedinteger):
+        a[149, 129, 119] = -1  # in the last chunk only
+        with pytest.raises(XrmInputError, match=">= 0"):
+            count_labels(a)

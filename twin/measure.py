@@ -60,13 +60,15 @@ def truth_on_grid(truth: Mapping[str, Any], shape_zyx, voxel_size_um: float, ori
 
 
 def label_counts(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Voxels of each label >= 0 inside ``region`` (``counts[l]``), slab by slab (no full copy)."""
-    counts = np.zeros(int(labels.max(initial=0)) + 1, np.int64)
-    for z0 in range(0, labels.shape[0], 64):
-        sel = labels[z0:z0 + 64][region[z0:z0 + 64]]
-        c = np.bincount(sel[sel >= 0], minlength=counts.size)
-        counts += c[:counts.size]
-    return counts
+    """Voxels of each label >= 0 inside ``region`` (``counts[l]``), slab by slab on the host's
+    threads (no full copy; integer counts, so the same on any number of threads)."""
+    n = int(labels.max(initial=0)) + 1
+
+    def count(a: int, b: int) -> np.ndarray:
+        sel = labels[a:b][region[a:b]]
+        return count_labels(sel[sel >= 0], n)[:n]
+
+    return np.sum(slabs.map_planes(count, labels.shape[0], labels.size), axis=0, dtype=np.int64)
 
 
 def smallest_label_dtype(max_label: int) -> type:
@@ -138,15 +140,30 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
                     for b, n in zip(boxes[label - 1], classes.shape))
         cls, rg, cp = classes[box], region[box], comp[box]  # cp is a view: writes go to comp
         gr = None if grey is None else grey[box]
-        truth_c = (truth_labels[box] == label) & rg
-        roi = slabs.binary_dilation(truth_c, struct, iterations=roi_margin_vox) & rg
-        free_roi = roi & (cp == 0)
+        tl = truth_labels[box]
+        nz_box, size = cls.shape[0], cls.size
+        # the masks below are built a few planes at a time on the host's threads
+        # (slabs.map_planes: element-wise numpy, each range writing its own planes)
+        truth_c = np.empty(cls.shape, bool)
+        slabs.map_planes(lambda a, b: np.logical_and(tl[a:b] == label, rg[a:b], out=truth_c[a:b]),
+                         nz_box, size)
+        roi = slabs.binary_dilation(truth_c, struct, iterations=roi_margin_vox)
+        free_roi = np.empty(cls.shape, bool)
+
+        def free_counts(a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+            """The ROI in the region, its free part, and the free ROI's class histograms."""
+            roi[a:b] &= rg[a:b]
+            free = np.logical_and(roi[a:b], cp[a:b] == 0, out=free_roi[a:b])
+            cls_free = cls[a:b][free]
+            return (count_labels(cls_free, n_classes)[:n_classes],
+                    count_labels(cls_free[truth_c[a:b][free]], n_classes)[:n_classes])
+
         # Dice of every candidate segment (class == k, >= k, <= k, inside the free ROI) from
-        # two class histograms instead of a mask per candidate
-        cls_free = cls[free_roi]
-        n_all = count_labels(cls_free, n_classes)[:n_classes]
-        n_hit = count_labels(cls_free[truth_c[free_roi]], n_classes)[:n_classes]
-        del cls_free
+        # two class histograms instead of a mask per candidate (integer counts: the same sums
+        # on any number of threads)
+        hists = slabs.map_planes(free_counts, nz_box, size)
+        n_all = np.sum([h[0] for h in hists], axis=0, dtype=np.int64)
+        n_hit = np.sum([h[1] for h in hists], axis=0, dtype=np.int64)
         best_d, best_sel = -1.0, None
         for k in range(1, n_classes):
             for sel in (slice(k, k + 1), slice(k, None), slice(0, k + 1)):  # ==, >=, <=
@@ -156,25 +173,43 @@ def name_classes(classes: np.ndarray, truth_labels: np.ndarray | None, region: n
         if best_sel is None or best_d <= 0.0:
             continue
         lo_k, hi_k = best_sel.start, (n_classes if best_sel.stop is None else best_sel.stop)
-        best = (best_d, free_roi & (cls >= lo_k) & (cls < hi_k))
+        seg_c = np.empty(cls.shape, bool)
+        slabs.map_planes(lambda a, b: np.logical_and(free_roi[a:b], (cls[a:b] >= lo_k) & (cls[a:b] < hi_k),
+                                                     out=seg_c[a:b]), nz_box, size)
+        best = (best_d, seg_c)
         if gr is not None:
-            seg_c = best[1]
             inner = slabs.binary_erosion(seg_c, struct)
             # the surroundings: a 2-voxel ring just outside the ROI. (A ring inside the ROI
             # but outside the segment is empty or unrepresentative when the best threshold
             # segment already fills the ROI: it put the Ni foam's level at 0.85 instead of
             # 0.95 /mm at 3.62 um and read the foam 15 % thick.)
-            outer = slabs.binary_dilation(roi, struct, iterations=2) & ~roi & rg
-            if inner.sum() >= 8 and outer.sum() >= 8:
-                # the medians partition their (fancy-indexed) copies in place: one copy each
-                mu_in = float(np.median(gr[inner], overwrite_input=True))
-                mu_out = float(np.median(gr[outer], overwrite_input=True))
+            outer = slabs.binary_dilation(roi, struct, iterations=2)
+            slabs.map_planes(lambda a, b: np.logical_and(outer[a:b], rg[a:b] & ~roi[a:b], out=outer[a:b]),
+                             nz_box, size)
+            if np.count_nonzero(inner) >= 8 and np.count_nonzero(outer) >= 8:
+                # the medians partition their gathered copies in place: one copy each
+                mu_in = float(np.median(slabs.masked_values(gr, inner), overwrite_input=True))
+                mu_out = float(np.median(slabs.masked_values(gr, outer), overwrite_input=True))
                 del inner, outer
                 mid = 0.5 * (mu_in + mu_out)
-                refined = free_roi & ((gr > mid) if mu_in > mu_out else (gr < mid))
-                inter = np.count_nonzero(refined & truth_c)
+                refined = np.empty(cls.shape, bool)
+
+                def refine(a: int, b: int) -> int:
+                    """The free ROI on the segment's side of the mid-level; its truth overlap."""
+                    side = (gr[a:b] > mid) if mu_in > mu_out else (gr[a:b] < mid)
+                    r = np.logical_and(free_roi[a:b], side, out=refined[a:b])
+                    return int(np.count_nonzero(r & truth_c[a:b]))
+
+                inter = sum(slabs.map_planes(refine, nz_box, size))
                 best = (2.0 * inter / (np.count_nonzero(refined) + n_true), refined)
-        cp[best[1] & (cp == 0)] = label
+        seg = best[1]
+
+        def claim(a: int, b: int) -> None:
+            """The chosen segment's voxels that no earlier (smaller) component holds."""
+            part = cp[a:b]
+            part[seg[a:b] & (part == 0)] = label
+
+        slabs.map_planes(claim, nz_box, size)
         names[label] = name
         dice[name] = float(best[0])
     return comp, names, dice
