@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from thread_counts import finish, run_thread_counts  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,30 +66,10 @@ def main(argv=None) -> dict:
     if args.one:
         print(json.dumps(one_run(args.n, args.cycles, args.center_mm)))
         return {}
-    rows = []
-    for t in [int(s) for s in args.threads.split(",")]:
-        env = dict(os.environ, XRM_TWIN_THREADS=str(t))
-        proc = subprocess.run([sys.executable, __file__, "--one", "--n", str(args.n), "--cycles", str(args.cycles),
-                               "--center-mm", args.center_mm], env=env, capture_output=True, text=True, check=True)
-        row = {"threads": t, **json.loads(proc.stdout.strip().splitlines()[-1])}
-        rows.append(row)
-        print(f"{args.n}^3, {t} thread(s): {row['wall_s']:.1f} s, digest {row['digest']}", flush=True)
-    base = rows[0]["wall_s"]
-    for r in rows:
-        r["speedup"] = base / r["wall_s"]
-    same = len({r["digest"] for r in rows}) == 1
-    print("results identical across thread counts" if same else "RESULTS DIFFER across thread counts")
-    out = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": platform.platform(),
-           "processor": platform.processor(), "cores": os.cpu_count(), "n": args.n, "cycles": args.cycles,
-           "rows": rows, "identical": same}
-    if args.json:
-        from twin.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(out, indent=1))
-    if not same:
-        raise SystemExit(1)
-    return out
-
+    rows = run_thread_counts(__file__, ["--n", str(args.n), "--cycles", str(args.cycles),
+                                        "--center-mm", args.center_mm], args.threads,
+                             lambda r: f"{args.n}^3: {r['wall_s']:.1f} s")
+    return finish(rows, {"n": args.n, "cycles": args.cycles}, args.json)
 
 if __name__ == "__main__":
     main()
