@@ -197,13 +197,57 @@ def same_grid(shape_a: Sequence[int], voxel_a_um: Any, origin_a_mm: Sequence[flo
                             "origin) or simulate it at the scan's voxel size")
 
 
+def volume_histogram(volume: np.ndarray, nbins: int = 256, *, mask: np.ndarray | None = None,
+                     slab: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of every (masked) voxel in ``nbins`` equal bins from the smallest value to the
+    largest (as ``skimage.exposure.histogram``): the counts of ``np.histogram`` with edges
+    ``np.linspace(lo, hi, nbins + 1)`` on all those values at once.
+
+    Accumulated ``slab`` z-planes at a time (at most 2^22 voxels), groups of slabs on the
+    host's threads: the memory is a few slabs' values, not a copy of the volume.
+
+    Returns
+    -------
+    counts : ndarray of int64, shape (nbins,)
+    edges : ndarray of float64, shape (nbins + 1,)
+    """
+    v = check_volume(volume)
+    if mask is not None and np.shape(mask) != v.shape:
+        raise XrmInputError(f"multi-Otsu: mask shape {np.shape(mask)} differs from the volume's {v.shape}")
+
+    def values(z0: int, z1: int):
+        sub = v[z0:z1]
+        return sub.ravel() if mask is None else sub[mask[z0:z1]]
+
+    step = max(1, min(int(slab), (1 << 22) // max(1, v.shape[1] * v.shape[2])))  # a thread's copy
+
+    def each_slab(work) -> list:
+        """``work(values)`` of every slab, groups of slabs on the host's threads."""
+        def planes(a: int, b: int) -> list:
+            return [work(values(z0, min(z0 + step, b))) for z0 in range(a, b, step)]
+        return [r for part in slabs.map_planes(planes, v.shape[0], v.size) for r in part]
+
+    ranges = [r for r in each_slab(lambda x: (float(x.min()), float(x.max())) if x.size else None)
+              if r is not None]
+    if not ranges:
+        raise XrmInputError("multi-Otsu: the mask selects no voxel")
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    if lo == hi:
+        raise XrmInputError("multi-Otsu: the volume is constant; there is nothing to threshold")
+    # equal bins over (lo, hi) in float64: numpy's uniform-bin path (no sort), whose counts are
+    # those of the float64 linspace edges (it corrects each bin index against them; float32
+    # values would give it float32 edges); integer counts, summed
+    counts = np.sum(each_slab(lambda x: np.histogram(x.astype(np.float64), bins=int(nbins), range=(lo, hi))[0]),
+                    axis=0, dtype=np.int64)
+    return counts, np.linspace(lo, hi, int(nbins) + 1)
+
+
 def multiotsu_thresholds(volume: np.ndarray, classes: int = 3, *, nbins: int = 256,
                          mask: np.ndarray | None = None, slab: int = 64) -> np.ndarray:
     """Multi-Otsu thresholds of a volume's histogram (every voxel, no sampling).
 
-    The histogram (``nbins`` equal bins from the smallest to the largest value, as
-    ``skimage.exposure.histogram``) is accumulated ``slab`` z-planes at a time, so the memory
-    is a slab's values, not a copy of the volume.
+    The histogram is :func:`volume_histogram` (``nbins`` equal bins from the smallest to the
+    largest value, as ``skimage.exposure.histogram``, accumulated ``slab`` z-planes at a time).
 
     Parameters
     ----------
@@ -225,39 +269,27 @@ def multiotsu_thresholds(volume: np.ndarray, classes: int = 3, *, nbins: int = 2
     """
     from skimage.filters import threshold_multiotsu
 
-    v = check_volume(volume)
     if int(classes) < 2:
         raise XrmInputError(f"classes must be >= 2, got {classes}")
-    if mask is not None and np.shape(mask) != v.shape:
-        raise XrmInputError(f"multi-Otsu: mask shape {np.shape(mask)} differs from the volume's {v.shape}")
-
-    def slabs():
-        for z0 in range(0, v.shape[0], slab):
-            sub = v[z0:z0 + slab]
-            yield sub.ravel() if mask is None else sub[mask[z0:z0 + slab]]
-
-    lo, hi, count = np.inf, -np.inf, 0
-    for vals in slabs():
-        if vals.size:
-            lo, hi, count = min(lo, float(vals.min())), max(hi, float(vals.max())), count + vals.size
-    if count == 0:
-        raise XrmInputError("multi-Otsu: the mask selects no voxel")
-    if lo == hi:
-        raise XrmInputError("multi-Otsu: the volume is constant; there is nothing to threshold")
-    edges = np.linspace(lo, hi, int(nbins) + 1)
-    hist = np.zeros(int(nbins), np.int64)
-    for vals in slabs():
-        hist += np.histogram(vals, bins=edges)[0]
+    hist, edges = volume_histogram(volume, nbins, mask=mask, slab=slab)
     centres = 0.5 * (edges[:-1] + edges[1:])
     return np.asarray(threshold_multiotsu(classes=int(classes), hist=(hist, centres)), float)
 
 
 def apply_thresholds(volume: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    """Class labels ``0..len(thresholds)`` (uint8) for increasing thresholds."""
+    """Class labels ``0..len(thresholds)`` (uint8) for increasing thresholds (a few planes at a
+    time on the host's threads)."""
     v = np.asarray(volume)
     lab = np.zeros(v.shape, np.uint8)
-    for t in np.sort(np.asarray(thresholds, float)):  # np.digitize: the thresholds <= v
-        lab += v >= t
+    ts = np.sort(np.asarray(thresholds, float))
+    if v.ndim == 0:
+        return lab + int(np.count_nonzero(v >= ts))
+
+    def planes(a: int, b: int) -> None:
+        for t in ts:  # np.digitize: the thresholds <= v
+            lab[a:b] += v[a:b] >= t
+
+    slabs.map_planes(planes, v.shape[0], v.size)
     return lab
 
 

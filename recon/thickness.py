@@ -372,7 +372,7 @@ def thickness_stats(mask: np.ndarray, voxel_size_um: float, *, thickness_um: np.
     elif np.shape(thickness_um) != mask.shape:
         raise XrmInputError(f"thickness_um has shape {np.shape(thickness_um)}, mask {mask.shape}; "
                             "they must match")
-    vals = np.asarray(thickness_um)[mask].astype(np.float64)
+    vals = slabs.masked_values(np.asarray(thickness_um), mask).astype(np.float64)  # raster order
     counts, edges = np.histogram(vals, bins=bins)
     return {
         "mean": float(vals.mean()),

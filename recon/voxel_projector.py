@@ -273,19 +273,33 @@ def _f32(a: np.ndarray) -> np.ndarray:
 
 
 def _padded(proj: np.ndarray) -> np.ndarray:
+    """``proj`` inside a frame of PAD zeros (float32), copied a few views at a time on the
+    host's threads (on CUDA this is the whole filtered stack of a slab)."""
+    from recon import slabs
+
     out = np.zeros((proj.shape[0], proj.shape[1] + 2 * PAD, proj.shape[2] + 2 * PAD), np.float32)
-    out[:, PAD:-PAD, PAD:-PAD] = proj
+
+    def views(a: int, b: int) -> None:
+        out[a:b, PAD:-PAD, PAD:-PAD] = proj[a:b]
+
+    slabs.map_planes(views, proj.shape[0], proj.size)
     return out
 
 
 def _quads(proj: np.ndarray) -> np.ndarray:
     """The four bilinear taps of each padded detector pixel: shape (V, R+2P-1, C+2P-1, 4)."""
+    from recon import slabs
+
     p = _padded(proj)
     q = np.empty((p.shape[0], p.shape[1] - 1, p.shape[2] - 1, 4), np.float32)
-    q[..., 0] = p[:, :-1, :-1]
-    q[..., 1] = p[:, :-1, 1:]
-    q[..., 2] = p[:, 1:, :-1]
-    q[..., 3] = p[:, 1:, 1:]
+
+    def views(a: int, b: int) -> None:  # a few views at a time on the host's threads
+        q[a:b, ..., 0] = p[a:b, :-1, :-1]
+        q[a:b, ..., 1] = p[a:b, :-1, 1:]
+        q[a:b, ..., 2] = p[a:b, 1:, :-1]
+        q[a:b, ..., 3] = p[a:b, 1:, 1:]
+
+    slabs.map_planes(views, p.shape[0], q.size)
     return q
 
 

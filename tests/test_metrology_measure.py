@@ -365,3 +365,27 @@ def test_block_majority_is_the_padded_block_mean(monkeypatch, threads):
         assert got.shape == want.shape == tuple(-(-n // f) for n in m.shape)
         np.testing.assert_array_equal(got, want)
         assert 0.2 < got.mean() < 0.8
+
+
+def test_volume_histogram_on_threads_equals_one_numpy_histogram(monkeypatch):
+    """Slabs on threads, numpy's uniform-bin path in float64: the counts of np.histogram on
+    all the (masked) values with float64 linspace edges, values lying on the edges included."""
+    from recon.segmentation import volume_histogram
+
+    monkeypatch.setenv("XRM_TWIN_THREADS", "3")
+    monkeypatch.setattr("recon.slabs.MIN_PARALLEL_VOXELS", 1)
+    rng = np.random.default_rng(8)
+    v = rng.normal(1.0, 0.3, (50, 21, 23)).astype(np.float32)
+    edges = np.linspace(float(v.min()), float(v.max()), 65)
+    on_edges = np.clip(edges.astype(np.float32), v.min(), v.max())
+    v.reshape(-1)[:on_edges.size] = on_edges  # values on (float32-rounded) edges
+    v.reshape(-1)[on_edges.size:2 * on_edges.size] = np.nextafter(on_edges, np.float32(np.inf)).clip(v.min(), v.max())
+    mask = rng.random(v.shape) < 0.8
+    mask.reshape(-1)[:2 * on_edges.size] = True
+    for m in (None, mask):
+        vals = v.ravel() if m is None else v[m]
+        want_edges = np.linspace(float(vals.min()), float(vals.max()), 65)
+        counts, got_edges = volume_histogram(v, 64, mask=m, slab=3)
+        np.testing.assert_array_equal(got_edges, want_edges)
+        np.testing.assert_array_equal(counts, np.histogram(vals, bins=want_edges)[0])
+        assert counts.sum() == vals.size

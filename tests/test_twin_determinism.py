@@ -42,3 +42,22 @@ def test_views_read_out_on_threads_give_the_same_bytes(tmp_path, monkeypatch):
     three = run(tmp_path, "three", 11)
     assert one.tobytes() == three.tobytes()
     assert np.std(one[-1].astype(float)) > 0  # noisy images, not constants
+
+
+def test_overlapped_read_out_gives_the_same_bytes(tmp_path, monkeypatch):
+    """The read-out of a chunk on a host thread while the next chunk is traced (the CUDA
+    default, forced here on the CPU) and chunks of one view: the same projections."""
+    from twin import acquisition
+
+    whole = run(tmp_path, "whole", 5)
+    monkeypatch.setattr(acquisition, "CHUNK_BYTES", 1)  # one view per chunk: 12 chunks
+    monkeypatch.setattr(acquisition, "OVERLAP_READOUT", False)
+    serial = run(tmp_path, "serial", 5)
+    finished = []
+    real = acquisition._finished
+    monkeypatch.setattr(acquisition, "_finished", lambda job, progress: finished.append(job[0]) or real(job, progress))
+    monkeypatch.setattr(acquisition, "OVERLAP_READOUT", True)
+    overlapped = run(tmp_path, "overlapped", 5)
+    assert finished == list(range(12))  # every chunk went through the overlapped path, in order
+    assert serial.tobytes() == whole.tobytes()
+    assert overlapped.tobytes() == whole.tobytes()

@@ -179,9 +179,23 @@ def read_out(plan: Plan, part: np.ndarray, start: int, gain: np.ndarray | None,
     return images
 
 
+#: Read out chunk k on a host thread while the projector traces chunk k + 1: None (default)
+#: does so on CUDA, where the projector leaves the host cores idle; True or False force it
+#: (on the CPU the projector's own threads already fill the cores).
+OVERLAP_READOUT: bool | None = None
+
+
 def iter_projections(plan: Plan, *, arch: str = "auto",
                      progress: Callable[[int], None] | None = None) -> Iterator[ViewChunk]:
-    """Yield projections chunk by chunk (uint16 ADU, or float32 keV if ideal)."""
+    """Yield projections chunk by chunk (uint16 ADU, or float32 keV if ideal).
+
+    With :data:`OVERLAP_READOUT` (on CUDA by default) the read-out of a chunk runs on a host
+    thread while the GPU traces the next one and while the caller writes the previous one:
+    at most two chunks of spectral sums are alive at once. The images are the same either way
+    (each view draws from its own generator).
+    """
+    from twin.runtime import current_arch
+
     g = plan.geometry
     vec = g.vectors()
     gain = dthick = None
@@ -190,18 +204,48 @@ def iter_projections(plan: Plan, *, arch: str = "auto",
     step = views_per_chunk(plan)
     ss = int(plan.supersample)
     need = weight_rows_needed(plan)
-    for start in range(0, g.n_views, step):
-        n = min(step, g.n_views - start)
-        part, samples = plan.scene.spectral_sums(vec, g.rows, g.cols, plan.mu_per_mm,
-                                                 plan.weights[list(need)],
-                                                 parallel=g.beam == "parallel", supersample=ss,
-                                                 view_start=start, n_views=n, arch=arch)
-        images = read_out(plan, part, start, gain, dthick)
-        del part  # before the next chunk's path lengths are traced
-        if progress:
-            progress(n)
-        yield ViewChunk(start, images, samples)
-        del images
+    starts = list(range(0, g.n_views, step))
+    overlap = OVERLAP_READOUT
+    pool = None
+    pending = None  # (start, views, ray samples, future of the images) of the previous chunk
+    try:
+        for start in starts:
+            n = min(step, g.n_views - start)
+            part, samples = plan.scene.spectral_sums(vec, g.rows, g.cols, plan.mu_per_mm,
+                                                     plan.weights[list(need)],
+                                                     parallel=g.beam == "parallel", supersample=ss,
+                                                     view_start=start, n_views=n, arch=arch)
+            if overlap is None:  # decided after the first trace, once Taichi has its arch
+                overlap = current_arch() == "cuda" and len(starts) > 1
+            if not overlap:
+                images = read_out(plan, part, start, gain, dthick)
+                del part  # before the next chunk's path lengths are traced
+                if progress:
+                    progress(n)
+                yield ViewChunk(start, images, samples)
+                del images
+                continue
+            if pool is None:
+                pool = ThreadPoolExecutor(max_workers=1)
+            job = (start, n, samples, pool.submit(read_out, plan, part, start, gain, dthick))
+            del part  # the read-out holds it until done
+            if pending is not None:
+                yield _finished(pending, progress)
+            pending = job
+        if pending is not None:
+            yield _finished(pending, progress)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _finished(job, progress) -> ViewChunk:
+    """The chunk of an overlapped read-out, once it is done (its error re-raised here)."""
+    start, n, samples, future = job
+    images = future.result()
+    if progress:
+        progress(n)
+    return ViewChunk(start, images, samples)
 
 
 def flat_sums(plan: Plan) -> np.ndarray:

@@ -57,6 +57,7 @@ def init_taichi(arch: str = "auto", *, cpu_threads: int | None = None) -> str:
         raise XrmInputError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}")
     if _current is not None and (arch == "auto" or arch == _current):
         return _current
+    _STAND_INS.clear()  # ndarrays of a previous runtime
     import taichi as ti
 
     if cpu_threads is None and os.environ.get("XRM_TWIN_THREADS"):
@@ -189,5 +190,14 @@ def _stand_in(a):
     if isinstance(a, ScalarNdarray):
         import taichi as ti
 
-        return ti.ndarray(a.dtype, (1,) * len(a.shape))
+        # one stand-in per kind, kept: creating a Taichi ndarray records a stack trace
+        # (about 0.3 ms), and the distance transform's passes take four of them per call
+        key = (str(a.dtype), len(a.shape))
+        if key not in _STAND_INS:
+            _STAND_INS[key] = ti.ndarray(a.dtype, (1,) * len(a.shape))
+        return _STAND_INS[key]
     return a
+
+
+#: the one-element Taichi ndarrays :func:`_stand_in` hands to the compiler, by (dtype, ndim)
+_STAND_INS: dict = {}
