@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from recon import slabs
 from recon.distance import nearest_background
-from recon.segmentation import check_labels, check_volume, label_instances
+from recon.segmentation import check_labels, check_volume, count_labels, label_instances
 from recon.thickness import isotropic_voxel_um, local_thickness_um, thickness_stats
 from twin.errors import XrmInputError
 
@@ -486,7 +486,7 @@ def size_distribution_um(mask: np.ndarray, voxel_size_um: float, *, min_voxels: 
     if n == 0:
         return {"n": 0, "diameter_um": [], "volume_mm3": [], "mean_um": None, "d10_um": None,
                 "d50_um": None, "d90_um": None, "histogram": {"edges_um": [], "counts": []}}
-    nv = np.bincount(inst.ravel())[1:].astype(float)
+    nv = count_labels(inst, n + 1)[1:].astype(float)  # chunked: no int64 copy of the volume
     vol_um3 = nv * vs ** 3
     d = (6.0 * vol_um3 / math.pi) ** (1.0 / 3.0)
     if isinstance(bins, (int, np.integer)):
