@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 
 from recon import slabs
 from recon.distance import nearest_background
-from recon.segmentation import check_labels, check_volume, count_labels, label_instances
+from recon.segmentation import check_labels, check_volume, count_labels, label_instances, present_labels
 from recon.thickness import isotropic_voxel_um, local_thickness_um, thickness_stats
 from twin.errors import XrmInputError
 
@@ -564,7 +564,7 @@ def layer_profile(labels: np.ndarray, voxel_size_um: float, *, axis: str | int =
     origin_axis = float(np.asarray(origin_mm, float)[2 - ax])  # origin is (x, y, z)
     pos = origin_axis + np.arange(lab.shape[ax]) * vs / 1000.0
     if names is None:
-        names = {int(k): str(int(k)) for k in np.unique(lab) if k != 0}
+        names = {int(k): str(int(k)) for k in present_labels(lab) if k != 0}
     other = tuple(i for i in range(3) if i != ax)
     per_slice = lab.shape[other[0]] * lab.shape[other[1]]
     frac = {str(nm): (np.count_nonzero(lab == int(k), axis=other) / per_slice).tolist()

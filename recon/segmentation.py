@@ -77,6 +77,20 @@ def count_labels(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
     return counts
 
 
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of a label array, increasing (``np.unique``'s result).
+
+    Labels of at most 16 bits that are non-negative (classes, components, truth labels) are
+    counted on the host's threads (:func:`count_labels`) instead of sorted: ``np.unique`` of a
+    1024^3 volume sorts a copy of it on one core.
+    """
+    lab = np.asarray(labels)
+    if lab.dtype.itemsize <= 2 and lab.dtype.kind in "biu" and (lab.dtype.kind != "i" or int(lab.min(initial=0)) >= 0):
+        found = np.flatnonzero(count_labels(lab))
+        return found.astype(bool) if lab.dtype == bool else found.astype(lab.dtype)
+    return np.unique(lab)
+
+
 def lookup_labels(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``table[labels]`` (dtype of ``table``, shape of ``labels``) in chunks.
 
@@ -157,7 +171,7 @@ def check_labels(labels: Any, *, names: Mapping[int, str] | None = None,
     if lab.dtype != bool and lab.min() < 0:
         raise XrmInputError(f"{what} must be >= 0, found {int(lab.min())}")
     if names is not None:
-        present = set(np.unique(lab).tolist())
+        present = set(present_labels(lab).tolist())
         missing = {int(k): v for k, v in names.items() if int(k) not in present}
         if missing:
             raise XrmInputError(
@@ -317,11 +331,7 @@ def remove_islands(labels: np.ndarray, min_voxels: int, *, connectivity: int = 1
         return lab.copy()
     struct = ndi.generate_binary_structure(3, int(connectivity))
     drop = np.zeros(lab.shape, dtype=bool)
-    if classes is None:  # the classes present, in increasing order (np.unique's);
-        # labels of at most 16 bits are counted on the threads instead of sorted
-        small = lab.dtype.itemsize <= 2 and (lab.dtype.kind in "bu" or int(lab.min(initial=0)) >= 0)
-        classes = np.flatnonzero(count_labels(lab)) if small else np.unique(lab)
-    for c in classes:
+    for c in (present_labels(lab) if classes is None else classes):
         # labelled slab by slab on every core (recon.slabs): the same islands as one
         # whole-volume labelling, one class's int32 labels alive at a time
         drop |= slabs.small_components(lab == c, struct, int(min_voxels))

@@ -219,3 +219,21 @@ def test_count_labels_on_threads_equals_bincount(monkeypatch, dtype):
         a[149, 129, 119] = -1  # in the last chunk only
         with pytest.raises(XrmInputError, match=">= 0"):
             count_labels(a)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16, np.int32, bool])
+def test_present_labels_equal_np_unique(monkeypatch, dtype):
+    from recon.segmentation import present_labels
+
+    monkeypatch.setenv("XRM_TWIN_THREADS", "3")
+    rng = np.random.default_rng(6)
+    a = rng.choice([0, 1, 3, 9] if dtype is not bool else [0, 1], (150, 130, 120)).astype(dtype)
+    assert a.size >= slabs.MIN_PARALLEL_VOXELS
+    for arr in (a, a[:, :, :1] * 0):  # several labels; only zeros
+        got, want = present_labels(arr), np.unique(arr)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    if np.issubdtype(dtype, np.signedinteger):  # negative values: np.unique's path
+        b = a.copy()
+        b[0, 0, 0] = -2
+        np.testing.assert_array_equal(present_labels(b), np.unique(b))

@@ -382,9 +382,10 @@ def measure(
                 res.pop(key, None)
         else:
             from recon.metrology import measure_components
+            from recon.segmentation import present_labels
 
             names = {k: v for k, v in data.get("names", {}).items() if k > 0} or \
-                {int(k): f"label{int(k)}" for k in np.unique(data["labels"]) if k > 0}
+                {int(k): f"label{int(k)}" for k in present_labels(data["labels"]) if k > 0}
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             res = {"metrology": measure_components(data["labels"], vs, names, allow_missing=True)}
         res["source_file"] = str(volume)
