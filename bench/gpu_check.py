@@ -13,6 +13,10 @@ Needs only numpy and Taichi (no SpekPy, xraydb or trimesh, which the GPU machine
    through a 1024^3 label volume onto 1024^2 pixels (goal >= 300 G/s on an H100).
 3. **FDK at paper scale** (issue 4 must-show 7, issue 10 must-show 1): 1024^3 from 1601 views
    of 1024^2 (goal <= 10 s), transfers included, kernel compiled by a warm-up call first.
+4. **Non-local means at paper scale** (issue 10 must-show 1: the nimh-zoom denoiser): 1024
+   slices of 1024^2 with the paper's kernel 17 and patch 5 in the Taichi kernels, transfers
+   included, against scikit-image on 16 slices with every core of the machine (its
+   agreement with scikit-image is checked on one slice; CPU vs CUDA in step 1).
 
 Usage (on the GPU machine, with the Taichi wheel carried, see docs/benchmarks.md)::
 
@@ -78,8 +82,14 @@ def _worker(arch: str, n: int, out: str) -> None:
     d2 = squared_edt(solid)
     _, feat = nearest_background(solid)
     thick = local_thickness_um(solid, 10.0)
+    # the reconstruct stage's denoiser (recon.denoise backend "auto" on CUDA)
+    from recon.nl_means import nl_means_slices
+
+    rng = np.random.default_rng(3)
+    noisy = lab[:8].astype(np.float32) + 0.2 * rng.standard_normal((8, n, n), dtype=np.float32)
+    nlm = nl_means_slices(noisy, patch_size=5, patch_distance=8, h=0.1, sigma=0.2)
     np.savez(out, path_lengths=np.asarray(L, np.float32), fdk=vol, edt_squared=d2, nearest_feature=feat,
-             local_thickness_um=np.asarray(thick, np.float32))
+             local_thickness_um=np.asarray(thick, np.float32), nl_means=nlm)
 
 
 def agreement(n: int, arches=("cpu", "cuda")) -> dict:
@@ -93,7 +103,7 @@ def agreement(n: int, arches=("cpu", "cuda")) -> dict:
                            check=True)
             res[f"{arch}_wall_s"] = time.perf_counter() - t0
         a, b = (np.load(files[k]) for k in arches)
-        for key in ("path_lengths", "fdk", "local_thickness_um"):
+        for key in ("path_lengths", "fdk", "local_thickness_um", "nl_means"):
             scale = float(np.abs(a[key]).max())
             res[f"{key}_max_rel_diff"] = float(np.abs(a[key] - b[key]).max() / scale)
         for key in ("edt_squared", "nearest_feature"):  # integers: equal or not
@@ -127,6 +137,38 @@ def fdk_paper_scale(n: int, views: int, arch: str) -> dict:
             "finite": bool(np.isfinite(vol).all())}
 
 
+def nl_means_paper_scale(n: int, slices: int, arch: str) -> dict:
+    """The paper's non-local means (kernel 17, patch 5) on ``slices`` slices of n^2: Taichi on
+    ``arch`` against scikit-image on 16 slices threaded over every core."""
+    sys.path.insert(0, str(ROOT))
+    from recon.denoise import nl_means
+    from recon.nl_means import nl_means_slices
+    from twin.runtime import host_threads, init_taichi
+
+    init_taichi(arch)
+    rng = np.random.default_rng(4)
+    y, x = np.ogrid[:n, :n]
+    disc = ((x - n / 2) ** 2 + (y - n / 2) ** 2 < (0.3 * n) ** 2).astype(np.float32)
+    vol = np.empty((slices, n, n), np.float32)
+    for z in range(slices):
+        vol[z] = disc + 0.2 * rng.standard_normal((n, n), dtype=np.float32)
+    kw = dict(patch_size=5, patch_distance=8, h=0.5 * 0.2, sigma=0.2)
+    nl_means_slices(vol[:1, :64, :64], **kw)  # warm-up: compile the kernels
+    t0 = time.perf_counter()
+    out = nl_means_slices(vol, **kw)
+    dt = time.perf_counter() - t0
+    few = min(16, slices)
+    t1 = time.perf_counter()
+    ref = nl_means(vol[:few], kernel_size=17, smoothing=0.5, sigma=0.2, backend="skimage")
+    dt_sk = time.perf_counter() - t1
+    return {"job": f"{slices} x {n}^2, kernel 17, patch 5", "time_s": dt,
+            "pixels_per_s": slices * n * n / dt,
+            "skimage_threads": host_threads(), "skimage_s_per_slice": dt_sk / few,
+            "skimage_whole_job_s": dt_sk / few * slices, "speedup_vs_skimage": dt_sk / few * slices / dt,
+            "max_abs_diff_vs_skimage": float(np.abs(out[:few] - ref).max()),
+            "finite": bool(np.isfinite(out).all())}
+
+
 def device_name(arch: str) -> str:
     if arch != "cuda":
         return "cpu"
@@ -150,8 +192,9 @@ def main(argv=None) -> int:
     if a.worker:
         _worker(a.worker, a.n, a.out)
         return 0
-    sizes = dict(agree=64, fwd=128, fwd_det=128, fwd_views=4, fdk=128, fdk_views=180) if a.small else \
-        dict(agree=256, fwd=1024, fwd_det=1024, fwd_views=8, fdk=1024, fdk_views=1601)
+    sizes = dict(agree=64, fwd=128, fwd_det=128, fwd_views=4, fdk=128, fdk_views=180, nlm=128, nlm_slices=32) \
+        if a.small else dict(agree=256, fwd=1024, fwd_det=1024, fwd_views=8, fdk=1024, fdk_views=1601,
+                             nlm=1024, nlm_slices=1024)
     res = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "arch": a.arch,
            "device": device_name(a.arch), "sizes": sizes}
     t0 = time.perf_counter()
@@ -159,14 +202,19 @@ def main(argv=None) -> int:
     print(f"agreement {sizes['agree']}^3 cpu vs {a.arch}: path lengths "
           f"{res['agreement']['path_lengths_max_rel_diff']:.2e}, FDK {res['agreement']['fdk_max_rel_diff']:.2e} "
           f"(goal <= 1e-4); measure kernels: local thickness {res['agreement']['local_thickness_um_max_rel_diff']:.2e}, "
-          f"EDT equal {res['agreement']['edt_squared_equal']}, features equal {res['agreement']['nearest_feature_equal']}",
-          flush=True)
+          f"EDT equal {res['agreement']['edt_squared_equal']}, features equal {res['agreement']['nearest_feature_equal']}, "
+          f"non-local means {res['agreement']['nl_means_max_rel_diff']:.2e}", flush=True)
     res["forward"] = forward_throughput(sizes["fwd"], sizes["fwd_det"], sizes["fwd_views"], a.arch)
     print(f"forward {res['forward']['volume']} onto {res['forward']['detector']}: "
           f"{res['forward']['ray_samples_per_s'] / 1e9:.1f} G ray-samples/s (goal >= 300 on an H100)", flush=True)
     res["fdk"] = fdk_paper_scale(sizes["fdk"], sizes["fdk_views"], a.arch)
     print(f"FDK {res['fdk']['job']}: {res['fdk']['time_s']:.2f} s, {res['fdk']['gvups']:.1f} GVU/s "
           "(goal <= 10 s on an H100)", flush=True)
+    res["nl_means"] = nl_means_paper_scale(sizes["nlm"], sizes["nlm_slices"], a.arch)
+    r = res["nl_means"]
+    print(f"non-local means {r['job']}: {r['time_s']:.2f} s, {r['speedup_vs_skimage']:.1f}x scikit-image on "
+          f"{r['skimage_threads']} threads ({r['skimage_whole_job_s']:.0f} s), max |diff| {r['max_abs_diff_vs_skimage']:.1e}",
+          flush=True)
     res["wall_s"] = time.perf_counter() - t0
     text = json.dumps(res, indent=1)
     print(text)
