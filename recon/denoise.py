@@ -37,7 +37,7 @@ NLM_BACKENDS = ("auto", "skimage", "taichi")
 
 def nl_means(volume: np.ndarray, *, kernel_size: int = 17, smoothing: float = 0.5,
              patch_size: int = 5, sigma: float | None = None, per_slice: bool = True,
-             backend: str = "auto") -> np.ndarray:
+             backend: str = "auto", progress=None) -> np.ndarray:
     """Non-local means with the paper's parameters mapped onto scikit-image.
 
     Parameters
@@ -57,6 +57,8 @@ def nl_means(volume: np.ndarray, *, kernel_size: int = 17, smoothing: float = 0.
     backend : {"auto", "skimage", "taichi"}
         Who filters the slices: ``"auto"`` takes the Taichi kernels when Taichi runs on CUDA
         and scikit-image otherwise.
+    progress : callable, optional
+        ``progress(n)`` as ``n`` more slices are done (3-D volumes filtered slice by slice).
 
     Returns
     -------
@@ -85,7 +87,8 @@ def nl_means(volume: np.ndarray, *, kernel_size: int = 17, smoothing: float = 0.
         from recon.nl_means import nl_means_slices
 
         return nl_means_slices(v, patch_size=int(patch_size), patch_distance=int(kernel_size) // 2,
-                               h=float(smoothing) * sigma, sigma=sigma)
+                               h=float(smoothing) * sigma, sigma=sigma,
+                               progress=progress if v.ndim == 3 else None)
     kw = dict(patch_size=int(patch_size), patch_distance=int(kernel_size) // 2,
               h=float(smoothing) * sigma, sigma=sigma, fast_mode=True)
     if v.ndim == 2:
@@ -99,6 +102,8 @@ def nl_means(volume: np.ndarray, *, kernel_size: int = 17, smoothing: float = 0.
 
         def one(z: int) -> None:
             out[z] = denoise_nl_means(v[z], **kw)
+            if progress is not None:
+                progress(1)
 
         with ThreadPoolExecutor(max_workers=min(host_threads(), len(v))) as pool:
             list(pool.map(one, range(len(v))))

@@ -44,6 +44,11 @@ _EXP_BC_F = 1064866805  # 127 * 2^23 - 486411
 _DISTANCE_CUTOFF = 5.0
 #: scratch per batch of slices: the padded slices, the half-window weights, the two sums
 _BATCH_BYTES = {"cpu": 256 << 20, "cuda": 16 << 30}
+#: the GPU's way (Taichi ndarrays holding a batch for all its shifts, flat loops, at least
+#: _DEVICE_BATCHES batches): None = where Taichi runs on CUDA; True runs it on the CPU (tests)
+DEVICE_PATH = None
+#: on CUDA at least this many batches, so that the host holds a quarter of the volume on top
+_DEVICE_BATCHES = 4
 
 
 def fast_expf(y: np.ndarray) -> np.ndarray:
@@ -234,9 +239,10 @@ def nl_means_slices(volume: np.ndarray, *, patch_size: int = 5, patch_distance: 
     sigma : float
         Noise standard deviation subtracted from patch distances (>= 0).
     batch_bytes : int, optional
-        Scratch per batch of slices (default 256 MiB on the CPU, 16 GiB on CUDA).
+        Scratch per batch of slices (default 256 MiB on the CPU; on CUDA 16 GiB of device
+        memory and at most a quarter of the slices, the batch's host copies).
     progress : callable, optional
-        ``progress(slices_done)`` after each batch.
+        ``progress(n)`` after each batch of ``n`` slices.
 
     Returns
     -------
@@ -264,12 +270,14 @@ def nl_means_slices(volume: np.ndarray, *, patch_size: int = 5, patch_distance: 
     kernels = _get_kernels()
     budget = batch_bytes if batch_bytes is not None else _BATCH_BYTES.get(current_arch() or "cpu")
     per_batch = batch_slices(v.shape, s, d, int(budget))
+    on_device = current_arch() == "cuda" if DEVICE_PATH is None else bool(DEVICE_PATH)
+    if on_device:  # the host copies of a batch (padded slices in, sums out): a quarter volume
+        per_batch = min(per_batch, -(-nz // _DEVICE_BATCHES))
     two_var = np.float32(2.0 * float(sigma) ** 2)
     h2s2 = np.float32(float(h) ** 2 * s * s)
     centre = fast_expf(np.float32(0.0))  # the weight of t = 0 (distance 0)
     shifts = half_window(d)
-    on_device = current_arch() == "cuda"
-    rows = not on_device  # a thread per row on the CPU, per pixel on the GPU
+    rows = not on_device  # a thread per row on the CPU, per pixel on the GPU (flat loop)
     out = np.empty_like(v)
     for z0 in range(0, nz, per_batch):
         z1 = min(nz, z0 + per_batch)
@@ -297,5 +305,5 @@ def nl_means_slices(volume: np.ndarray, *, patch_size: int = 5, patch_distance: 
         out[z0:z1] = num.to_numpy() if on_device else num
         del padded, weights, columns, num, den
         if progress is not None:
-            progress(z1)
+            progress(z1 - z0)
     return out[0] if flat else out

@@ -52,14 +52,18 @@ def _beam_hardening_table(scenario: Mapping[str, Any] | None, material: str) -> 
             "mu_ref_per_mm": get_material(material).mu_per_mm(plan.energy_kev)}
 
 
-def _denoise(volume: np.ndarray, spec) -> np.ndarray:
+def _denoise(volume: np.ndarray, spec, quiet: bool = True) -> np.ndarray:
     from recon import denoise
+    from twin.progress import progress_bar
 
     if spec in (None, False, "none"):
         return volume
     params = dict(spec) if isinstance(spec, Mapping) else {"method": spec}
     method = params.pop("method", "nlm")
     if method == "nlm":
+        if volume.ndim == 3 and params.get("per_slice", True):
+            with progress_bar("denoise (non-local means)", volume.shape[0], quiet) as advance:
+                return denoise.nl_means(volume, progress=advance, **params)
         return denoise.nl_means(volume, **params)
     if method == "diffusion":
         return denoise.anisotropic_diffusion(volume, **params)
@@ -101,7 +105,7 @@ def reconstruct_nxtomo(path: str | Path, out_dir: str | Path, *, options: Mappin
                          ring_removal=rings if rings else None, beam_hardening_spectrum=bh,
                          truncation_mode=trunc, n_iter=opts["n_iter"], arch=arch_used,
                          progress=not quiet)
-    volume = _denoise(result.volume, opts["denoise"])
+    volume = _denoise(result.volume, opts["denoise"], quiet=quiet)
     origin = tuple(float(o) + float(c) for o, c in zip(result.origin_mm, data["sample_center_mm"]))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
