@@ -12,7 +12,9 @@ Needs only numpy and Taichi (no SpekPy, xraydb or trimesh, which the GPU machine
 2. **Forward throughput** (issue 2 must-show 8, issue 10 must-show 1): ray-samples per second
    through a 1024^3 label volume onto 1024^2 pixels (goal >= 300 G/s on an H100).
 3. **FDK at paper scale** (issue 4 must-show 7, issue 10 must-show 1): 1024^3 from 1601 views
-   of 1024^2 (goal <= 10 s), transfers included, kernel compiled by a warm-up call first.
+   of 1024^2 (goal <= 10 s), transfers included, kernel compiled by a warm-up call first;
+   again with the filtered projections held in float16 (``recon.filtered_dtype``: half the
+   bytes per bilinear tap), and the two volumes' largest difference.
 4. **Non-local means at paper scale** (issue 10 must-show 1: the nimh-zoom denoiser): 1024
    slices of 1024^2 with the paper's kernel 17 and patch 5 in the Taichi kernels, transfers
    included, against scikit-image on 16 slices with every core of the machine (its
@@ -74,6 +76,7 @@ def _worker(arch: str, n: int, out: str) -> None:
                       pixel_um=100.0 * 128 / n, cols=n, rows=n, n_views=360 if n >= 128 else 90)
     proj = np.abs(np.random.default_rng(1).standard_normal((gf.n_views, n, n))).astype(np.float32)
     vol = fdk(proj, gf, arch=arch)
+    vol_half = fdk(proj, gf, arch=arch, filtered_dtype="float16")
     # the measure stage's kernels (xrm-twin measure --arch cuda, and run's measure on a GPU)
     from recon.distance import nearest_background, squared_edt
     from recon.thickness import local_thickness_um
@@ -89,7 +92,7 @@ def _worker(arch: str, n: int, out: str) -> None:
     noisy = lab[:8].astype(np.float32) + 0.2 * rng.standard_normal((8, n, n), dtype=np.float32)
     nlm = nl_means_slices(noisy, patch_size=5, patch_distance=8, h=0.1, sigma=0.2)
     np.savez(out, path_lengths=np.asarray(L, np.float32), fdk=vol, edt_squared=d2, nearest_feature=feat,
-             local_thickness_um=np.asarray(thick, np.float32), nl_means=nlm)
+             local_thickness_um=np.asarray(thick, np.float32), nl_means=nlm, fdk_float16=vol_half)
 
 
 def agreement(n: int, arches=("cpu", "cuda")) -> dict:
@@ -103,7 +106,7 @@ def agreement(n: int, arches=("cpu", "cuda")) -> dict:
                            check=True)
             res[f"{arch}_wall_s"] = time.perf_counter() - t0
         a, b = (np.load(files[k]) for k in arches)
-        for key in ("path_lengths", "fdk", "local_thickness_um", "nl_means"):
+        for key in ("path_lengths", "fdk", "fdk_float16", "local_thickness_um", "nl_means"):
             scale = float(np.abs(a[key]).max())
             res[f"{key}_max_rel_diff"] = float(np.abs(a[key] - b[key]).max() / scale)
         for key in ("edt_squared", "nearest_feature"):  # integers: equal or not
@@ -129,12 +132,19 @@ def fdk_paper_scale(n: int, views: int, arch: str) -> dict:
     rng = np.random.default_rng(2)
     for v0 in range(0, views, 64):  # filled in blocks: no float64 copy of the whole stack
         proj[v0:v0 + 64] = np.abs(rng.standard_normal((min(64, views - v0), n, n), dtype=np.float32))
-    fdk(proj, g, vol_shape=(1, n, n), arch=arch)  # warm-up: compile the kernel (one slice)
-    t0 = time.perf_counter()
-    vol = fdk(proj, g, arch=arch)
-    dt = time.perf_counter() - t0
-    return {"job": f"{n}^3 from {views} x {n}^2", "time_s": dt, "gvups": n ** 3 * views / dt / 1e9,
-            "finite": bool(np.isfinite(vol).all())}
+    res = {"job": f"{n}^3 from {views} x {n}^2"}
+    vols = {}
+    for dtype in ("float32", "float16"):  # how the filtered projections are held on the GPU
+        fdk(proj, g, vol_shape=(1, n, n), arch=arch, filtered_dtype=dtype)  # warm-up: compile (one slice)
+        t0 = time.perf_counter()
+        vols[dtype] = fdk(proj, g, arch=arch, filtered_dtype=dtype)
+        dt = time.perf_counter() - t0
+        key = "" if dtype == "float32" else "float16_"
+        res.update({f"{key}time_s": dt, f"{key}gvups": n ** 3 * views / dt / 1e9,
+                    f"{key}finite": bool(np.isfinite(vols[dtype]).all())})
+    scale = float(np.abs(vols["float32"]).max())
+    res["float16_max_rel_diff"] = float(np.abs(vols["float16"] - vols["float32"]).max() / scale)
+    return res
 
 
 def nl_means_paper_scale(n: int, slices: int, arch: str) -> dict:
@@ -203,13 +213,15 @@ def main(argv=None) -> int:
           f"{res['agreement']['path_lengths_max_rel_diff']:.2e}, FDK {res['agreement']['fdk_max_rel_diff']:.2e} "
           f"(goal <= 1e-4); measure kernels: local thickness {res['agreement']['local_thickness_um_max_rel_diff']:.2e}, "
           f"EDT equal {res['agreement']['edt_squared_equal']}, features equal {res['agreement']['nearest_feature_equal']}, "
-          f"non-local means {res['agreement']['nl_means_max_rel_diff']:.2e}", flush=True)
+          f"non-local means {res['agreement']['nl_means_max_rel_diff']:.2e}, "
+          f"FDK float16 {res['agreement']['fdk_float16_max_rel_diff']:.2e}", flush=True)
     res["forward"] = forward_throughput(sizes["fwd"], sizes["fwd_det"], sizes["fwd_views"], a.arch)
     print(f"forward {res['forward']['volume']} onto {res['forward']['detector']}: "
           f"{res['forward']['ray_samples_per_s'] / 1e9:.1f} G ray-samples/s (goal >= 300 on an H100)", flush=True)
     res["fdk"] = fdk_paper_scale(sizes["fdk"], sizes["fdk_views"], a.arch)
     print(f"FDK {res['fdk']['job']}: {res['fdk']['time_s']:.2f} s, {res['fdk']['gvups']:.1f} GVU/s "
-          "(goal <= 10 s on an H100)", flush=True)
+          f"(goal <= 10 s on an H100); float16 filtered projections {res['fdk']['float16_time_s']:.2f} s, "
+          f"max rel diff {res['fdk']['float16_max_rel_diff']:.1e}", flush=True)
     res["nl_means"] = nl_means_paper_scale(sizes["nlm"], sizes["nlm_slices"], a.arch)
     r = res["nl_means"]
     print(f"non-local means {r['job']}: {r['time_s']:.2f} s, {r['speedup_vs_skimage']:.1f}x scikit-image on "

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon import voxel_projector as vp
-from recon.filters import canonical_filter_name, filter_rows
-from twin.errors import XrmInputError
+from recon.filters import FILTERED_DTYPES, canonical_filter_name, filter_rows
+from twin.errors import XrmInputError, unknown
 from twin.geometry import ScanGeometry
 from twin.runtime import current_arch, init_taichi
 
@@ -352,16 +352,17 @@ def weight_and_filter(line_integrals: np.ndarray, plan: FdkPlan, row0: int = 0) 
 
 def backproject_filtered(filtered: np.ndarray, plan: FdkPlan, vol_shape: tuple[int, int, int],
                          voxel_size_um: float, origin_mm: tuple[float, float, float], *,
-                         row0: int = 0) -> np.ndarray:
+                         row0: int = 0, filtered_dtype: str = "float32") -> np.ndarray:
     """FDK backprojection of filtered rows ``row0 ..`` into a volume (float32, 1/mm)."""
     return vp.backproject(filtered, plan.matrices, plan.view_weights.astype(np.float32),
-                          vol_shape, voxel_size_um, origin_mm, row0=row0)
+                          vol_shape, voxel_size_um, origin_mm, row0=row0, filtered_dtype=filtered_dtype)
 
 
 def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarray | None = None,
         vol_shape: tuple[int, int, int] | None = None, voxel_size_um: float | None = None,
         origin_mm: tuple[float, float, float] | None = None, filter: str = "ram-lak",
-        cutoff: float = 1.0, arch: str = "cpu", max_bytes: int | None = None) -> np.ndarray:
+        cutoff: float = 1.0, arch: str = "cpu", max_bytes: int | None = None,
+        filtered_dtype: str = "float32") -> np.ndarray:
     """FDK reconstruction of line integrals (cone beam; parallel beam works as FBP).
 
     Parameters
@@ -387,6 +388,9 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
         Memory allowed for the volume, the projections and one chunk of views being filtered
         (:data:`FDK_CHUNK_BYTES`; default: 80 % of the available memory). Larger jobs are
         refused; :func:`recon.pipeline.reconstruct` chunks them by slabs.
+    filtered_dtype : {"float32", "float16"}
+        How the filtered projections are held for the backprojection
+        (:func:`recon.voxel_projector.backproject`): float16 halves the bytes the GPU reads.
 
     Returns
     -------
@@ -394,6 +398,9 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
         Linear attenuation coefficient in 1/mm.
     """
     init_taichi(arch)
+    if filtered_dtype not in FILTERED_DTYPES:
+        raise unknown("dtype of the filtered projections (recon.filtered_dtype)", filtered_dtype,
+                      FILTERED_DTYPES)
     n_views = len(geometry.angles_deg) if angles_deg is None else len(angles_deg)
     p = check_projections_array(projections, n_views, geometry.rows, geometry.cols)
     d_shape, d_vox, d_origin = default_volume(geometry)
@@ -410,7 +417,8 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
     plan = plan_fdk(geometry, angles_deg=angles_deg, filter=filter, cutoff=cutoff)
     if current_arch() == "cuda":  # one pass: the volume stays on the device for all views
         filtered = weight_and_filter(p, plan)
-        return backproject_filtered(filtered, plan, vol_shape, voxel_size_um, origin_mm)
+        return backproject_filtered(filtered, plan, vol_shape, voxel_size_um, origin_mm,
+                                    filtered_dtype=filtered_dtype)
     # CPU: filter and backproject a chunk of views at a time into one volume (backprojection
     # sums over views), so the filtering's temporaries stay a small part of the memory
     vol = np.zeros(vol_shape, np.float32)
@@ -420,7 +428,7 @@ def fdk(projections: np.ndarray, geometry: ScanGeometry, *, angles_deg: np.ndarr
         sub = plan_views(plan, v0, min(v0 + step, p.shape[0]))
         vp.backproject(weight_and_filter(p[v0:v0 + step], sub), sub.matrices,
                        sub.view_weights.astype(np.float32), vol_shape, voxel_size_um, origin_mm,
-                       out=vol)
+                       out=vol, filtered_dtype=filtered_dtype)
     return vol
 
 

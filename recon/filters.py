@@ -21,6 +21,9 @@ _FILTER_LINES = 512
 
 #: Names accepted by :func:`ramp_response`.
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
+#: dtypes the filtered projections may be held in for the backprojection
+#: (:func:`recon.voxel_projector.backproject`, ``recon.filtered_dtype``)
+FILTERED_DTYPES = ("float32", "float16")
 _ALIASES = {"ramp": "ram-lak", "ramlak": "ram-lak", "ram_lak": "ram-lak",
             "shepp_logan": "shepp-logan", "hanning": "hann"}
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from recon import beam_hardening, cor, fdk as fdk_mod, iterative, preprocess, rings, truncation
 from recon import voxel_projector as vp
+from recon.filters import FILTERED_DTYPES
 from twin.errors import XrmInputError, unknown
 from twin.geometry import ScanGeometry
 from twin.runtime import current_arch, init_taichi
@@ -109,7 +110,7 @@ def reconstruct(data: Any, geometry: ScanGeometry, *, flats: np.ndarray | None =
                 truncation_mode: str | None = "auto", n_iter: int | None = None,
                 slab_voxels: int | None = None, max_bytes: int | None = None,
                 min_transmission: float = 1e-6, arch: str = "cpu",
-                progress: bool = True) -> ReconResult:
+                progress: bool = True, filtered_dtype: str = "float32") -> ReconResult:
     """Reconstruct a scan.
 
     Parameters
@@ -150,6 +151,9 @@ def reconstruct(data: Any, geometry: ScanGeometry, *, flats: np.ndarray | None =
     arch : {"cpu", "cuda", "auto"}
     progress : bool
         Show a rich progress bar.
+    filtered_dtype : {"float32", "float16"}
+        How FDK/FBP hold the filtered projections for the backprojection
+        (:func:`recon.voxel_projector.backproject`; float16 halves the bytes a GPU reads).
 
     Returns
     -------
@@ -158,6 +162,9 @@ def reconstruct(data: Any, geometry: ScanGeometry, *, flats: np.ndarray | None =
     init_taichi(arch)
     if algorithm not in ALGORITHMS:
         raise unknown("reconstruction algorithm (recon.algorithm)", algorithm, ALGORITHMS)
+    if filtered_dtype not in FILTERED_DTYPES:
+        raise unknown("dtype of the filtered projections (recon.filtered_dtype)", filtered_dtype,
+                      FILTERED_DTYPES)
     if (flats is None) != (darks is None):
         missing = "dark fields" if darks is None else "flat fields"
         raise XrmInputError(f"{missing} are missing: give both flats and darks, or line integrals "
@@ -272,7 +279,7 @@ def reconstruct(data: Any, geometry: ScanGeometry, *, flats: np.ndarray | None =
                 filt = fdk_mod.weight_and_filter(p_use, sub, row0=r0)
                 del p_use
                 vp.backproject(filt, sub.matrices, sub.view_weights, (z1 - z0, ny, nx), vox, o,
-                               row0=r0, out=target)
+                               row0=r0, out=target, filtered_dtype=filtered_dtype)
                 del filt
             bar.advance(task)
     return ReconResult(volume, vox, origin, geom, offset_px)

@@ -21,7 +21,8 @@ Kernels see only ndarrays; nothing is allocated at import. Callers initialise Ta
 import numpy as np
 import taichi as ti
 
-from twin.errors import XrmInputError
+from recon.filters import FILTERED_DTYPES
+from twin.errors import XrmInputError, unknown
 from twin.geometry import ScanGeometry
 from twin.runtime import current_arch, init_taichi, releasing
 
@@ -134,7 +135,7 @@ LINE_BUDGET_BYTES = 32 << 20  # interpolated detector lines held per launch of t
 
 @releasing
 @ti.kernel
-def _backproject_kernel(proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
+def _backproject_kernel(proj: ti.types.ndarray(ndim=3),
                         mats: ti.types.ndarray(dtype=ti.f32, ndim=2),
                         weights: ti.types.ndarray(dtype=ti.f32, ndim=1),
                         vol: ti.types.ndarray(dtype=ti.f32, ndim=3),
@@ -167,10 +168,10 @@ def _backproject_kernel(proj: ti.types.ndarray(dtype=ti.f32, ndim=3),
                 ir = ti.cast(r, ti.i32)
                 fc = c - ic
                 fr = r - ir
-                p00 = proj[v, ir, ic]
-                p01 = proj[v, ir, ic + 1]
-                p10 = proj[v, ir + 1, ic]
-                p11 = proj[v, ir + 1, ic + 1]
+                p00 = ti.cast(proj[v, ir, ic], ti.f32)  # float32 or float16 storage
+                p01 = ti.cast(proj[v, ir, ic + 1], ti.f32)
+                p10 = ti.cast(proj[v, ir + 1, ic], ti.f32)
+                p11 = ti.cast(proj[v, ir + 1, ic + 1], ti.f32)
                 top = p00 + fc * (p01 - p00)
                 bot = p10 + fc * (p11 - p10)
                 acc[q] += wv * inv * inv * (top + fr * (bot - top))
@@ -286,6 +287,41 @@ def _padded(proj: np.ndarray) -> np.ndarray:
     return out
 
 
+#: hold the padded detector data in a Taichi ndarray for the backprojection: None = on CUDA,
+#: where a numpy argument would be copied to the device and back again at every launch
+#: (6.7 GB each way for 1601 views of 1024^2); True does it on the CPU too (tests)
+DEVICE_RESIDENT = None
+
+
+def _resident(a: np.ndarray):
+    """``a`` copied once into a Taichi ndarray (on CUDA: device memory), or ``a`` itself."""
+    if not (current_arch() == "cuda" if DEVICE_RESIDENT is None else DEVICE_RESIDENT):
+        return a
+    dev = ti.ndarray(ti.f16 if a.dtype == np.float16 else ti.f32, a.shape)
+    dev.from_numpy(a)
+    return dev
+
+
+def _padded_half(proj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``proj`` as float16 inside a frame of PAD zeros, each view divided by its largest
+    magnitude (so no value overflows float16 and each keeps 11 significant bits), and the
+    per-view scales (float32, shape (V,)) to fold into the view weights."""
+    from recon import slabs
+
+    scales = np.ones(proj.shape[0], np.float32)
+    out = np.zeros((proj.shape[0], proj.shape[1] + 2 * PAD, proj.shape[2] + 2 * PAD), np.float16)
+
+    def views(a: int, b: int) -> None:
+        for v in range(a, b):
+            peak = float(np.max(np.abs(proj[v]))) if proj[v].size else 0.0
+            if peak > 0 and np.isfinite(peak):
+                scales[v] = peak
+            out[v, PAD:-PAD, PAD:-PAD] = proj[v] * np.float32(1.0 / scales[v])
+
+    slabs.map_planes(views, proj.shape[0], proj.size)
+    return out, scales
+
+
 def _quads(proj: np.ndarray) -> np.ndarray:
     """The four bilinear taps of each padded detector pixel: shape (V, R+2P-1, C+2P-1, 4)."""
     from recon import slabs
@@ -387,7 +423,7 @@ def _is_cone(matrices: np.ndarray) -> bool:
 def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray,
                 vol_shape: tuple[int, int, int], voxel_size_um: float,
                 origin_mm: tuple[float, float, float], *, row0: int = 0,
-                out: np.ndarray | None = None) -> np.ndarray:
+                out: np.ndarray | None = None, filtered_dtype: str = "float32") -> np.ndarray:
     """Weighted voxel-driven backprojection ``A^T`` (Taichi).
 
     Parameters
@@ -406,12 +442,20 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
         First detector row held in ``proj``.
     out : ndarray, optional
         float32 C-contiguous volume to add into.
+    filtered_dtype : {"float32", "float16"}
+        How the detector data are held while backprojected: ``"float16"`` halves their memory
+        and the bytes each bilinear tap reads (the GPU's bottleneck), each view scaled by its
+        largest magnitude; taps are interpolated and summed in float32 either way. float16 runs
+        the one-launch kernel of CUDA on any arch.
 
     Returns
     -------
     ndarray, shape (nz, ny, nx), float32
     """
     _ensure_taichi()
+    if filtered_dtype not in FILTERED_DTYPES:
+        raise unknown("dtype of the filtered projections (recon.filtered_dtype)", filtered_dtype,
+                      FILTERED_DTYPES)
     volume_grid_checks(vol_shape, voxel_size_um, origin_mm)
     if proj.ndim != 3 or proj.shape[0] != matrices.shape[0] or view_weights.shape[0] != proj.shape[0]:
         raise XrmInputError(f"projections {proj.shape}, matrices {matrices.shape} and view weights "
@@ -425,10 +469,16 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
     mats, wts = _f32(matrices), _f32(view_weights)
     cone = _is_cone(mats)
     step = float(voxel_size_um) / 1000.0
-    if current_arch() == "cuda":
-        padded = _padded(proj)
+    if filtered_dtype == "float16" or current_arch() == "cuda":
+        if filtered_dtype == "float16":
+            padded, scales = _padded_half(proj)
+            wts = (wts * scales).astype(np.float32)
+        else:
+            padded = _padded(proj)
+        padded = _resident(padded)
         for v0, v1 in _view_chunks(proj.shape[0]):
             _backproject_kernel(padded, mats, wts, out, ox, oy, oz, step, float(row0), v0, v1, cone)
+        del padded
     elif _rows_independent_of_xy(mats):
         z_mm = oz + step * np.arange(vol_shape[0])
         views_per_launch, slices_per_launch = _line_chunks(proj.shape[0], proj.shape[2] + 2 * PAD)

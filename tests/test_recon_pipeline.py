@@ -69,6 +69,9 @@ def test_reconstruct_from_counts_in_slabs_equals_one_pass(scan):
     assert np.max(np.abs(small.volume - one)) < 1e-3 * np.max(np.abs(one))
     it = reconstruct(p, g, algorithm="cgls", n_iter=3, progress=False)
     assert it.volume.shape == one.shape
+    # float16 filtered projections, slab by slab: within 2^-12 of the largest value
+    half = reconstruct(p, g, slab_voxels=7, truncation_mode=None, progress=False, filtered_dtype="float16")
+    assert 0 < np.max(np.abs(half.volume - one)) <= 2.0 ** -12 * np.max(np.abs(one))
 
 
 def test_reconstruct_bad_input(scan):
@@ -79,6 +82,8 @@ def test_reconstruct_bad_input(scan):
         reconstruct(counts, g, flats=flats, progress=False)
     with pytest.raises(XrmInputError, match="algorithm"):
         reconstruct(p, g, algorithm="art", progress=False)
+    with pytest.raises(XrmInputError, match=r"recon.filtered_dtype.*'half'"):
+        reconstruct(p, g, filtered_dtype="half", progress=False)
     with pytest.raises(XrmInputError, match="GiB"):
         reconstruct(p, g, max_bytes=1000, progress=False)
     bad = p.copy()

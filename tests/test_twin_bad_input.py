@@ -66,6 +66,19 @@ def test_misspelt_key_and_override():
         load_scenario("nimh-zom")
 
 
+def test_recon_keys_and_filtered_dtype_are_checked_before_any_work():
+    spec = slab_scenario("Al", 1.0, 80, "Air")
+    raw = spec.to_toml_dict()
+    raw.setdefault("recon", {})["filter_dtype"] = "float16"
+    with pytest.raises(XrmInputError, match=r"unknown key in \[recon\] 'filter_dtype'.*did you mean 'filtered_dtype'"):
+        validate(raw)
+    raw["recon"] = {"filtered_dtype": "float64"}
+    with pytest.raises(XrmInputError, match=r"unknown recon.filtered_dtype 'float64'.*Allowed: float16, float32"):
+        validate(raw)
+    raw["recon"] = {"filtered_dtype": "float16"}
+    assert validate(raw).recon["filtered_dtype"] == "float16"
+
+
 def test_non_watertight_mesh_is_refused_and_repairable(tmp_path):
     box = trimesh.creation.box(extents=(1, 1, 1))
     holed = trimesh.Trimesh(box.vertices, box.faces[:-1], process=False)

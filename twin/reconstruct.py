@@ -24,18 +24,22 @@ from twin.errors import XrmInputError, unknown
 from twin.nxtomo import read_nxtomo
 
 RECON_KEYS = ("algorithm", "filter", "cutoff", "center", "ring_removal", "beam_hardening", "denoise",
-              "n_iter", "truncation", "tiff")
+              "n_iter", "truncation", "tiff", "filtered_dtype")
 
 
 def recon_options(table: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate a ``[recon]`` table; unknown keys are errors naming the allowed ones."""
     opts = {"algorithm": "fdk", "filter": "ram-lak", "cutoff": 1.0, "center": "geometry",
             "ring_removal": False, "beam_hardening": None, "denoise": "none", "n_iter": None,
-            "truncation": "auto", "tiff": False}
+            "truncation": "auto", "tiff": False, "filtered_dtype": "float32"}
     for k, v in (table or {}).items():
         if k not in RECON_KEYS:
             raise unknown("key in [recon]", k, RECON_KEYS)
         opts[k] = v
+    from recon.filters import FILTERED_DTYPES
+
+    if opts["filtered_dtype"] not in FILTERED_DTYPES:
+        raise unknown("recon.filtered_dtype", opts["filtered_dtype"], FILTERED_DTYPES)
     return opts
 
 
@@ -104,7 +108,7 @@ def reconstruct_nxtomo(path: str | Path, out_dir: str | Path, *, options: Mappin
                          filter=opts["filter"], cutoff=float(opts["cutoff"]), center=opts["center"],
                          ring_removal=rings if rings else None, beam_hardening_spectrum=bh,
                          truncation_mode=trunc, n_iter=opts["n_iter"], arch=arch_used,
-                         progress=not quiet)
+                         progress=not quiet, filtered_dtype=str(opts["filtered_dtype"]))
     volume = _denoise(result.volume, opts["denoise"], quiet=quiet)
     origin = tuple(float(o) + float(c) for o, c in zip(result.origin_mm, data["sample_center_mm"]))
     out = Path(out_dir)

@@ -232,8 +232,13 @@ def validate(data: Mapping[str, Any], origin: str = "<memory>") -> ScanSpec:
     if min(pix) < 1:
         raise XrmInputError(f"{origin}: detector.pixels must be >= 1, got {pix!r}")
     from twin.paper import check_paper_table
+    from twin.reconstruct import recon_options
 
     check_paper_table(out["paper"], where=f"{origin}: [paper]")
+    try:  # the [recon] keys are known before any work (their values are checked by the stage)
+        recon_options(out["recon"])
+    except XrmInputError as exc:
+        raise XrmInputError(f"{origin}: {exc}") from None
     return ScanSpec(name=out["name"], seed=int(out["seed"]), description=out["description"],
                     source=out["source"], geometry=out["geometry"], detector=out["detector"],
                     phantom=out["phantom"], recon=out["recon"], measure=out["measure"],
