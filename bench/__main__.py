@@ -26,6 +26,8 @@ BENCHES = {
               ["bench/bench_recon.py"]),
     "thickness": (["bench/bench_thickness.py", "--n", "96"], ["bench/bench_thickness.py"]),
     "edt": (["bench/bench_edt.py", "--n", "96", "--repeat", "1"], ["bench/bench_edt.py"]),
+    "nl_means": (["bench/bench_nl_means.py", "--n", "256", "--slices", "8"],
+                 ["bench/bench_nl_means.py", "--n", "256", "1024", "--slices", "16"]),
     "scaling": (["bench/bench_scaling.py", "--sizes", "48", "64", "96", "128", "--views", "32", "64", "128",
                  "--fixed-views", "64", "--fixed-size", "64", "--proj-sizes", "48", "64", "96", "128",
                  "--repeat", "1"], ["bench/bench_scaling.py"]),

@@ -79,7 +79,7 @@ def test_kernels_equal_a_direct_float64_sum(patch_size, patch_distance, h, sigma
     got = nl_means_slices(vol, patch_size=patch_size, patch_distance=patch_distance, h=h, sigma=sigma)
     for z in range(len(vol)):
         want = _direct_nl_means(vol[z], patch_size, patch_distance, h, sigma)
-        np.testing.assert_allclose(got[z], want, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(got[z], want, rtol=0, atol=2e-6)  # float32 sums of 289 weights
 
 
 @pytest.mark.parametrize("patch_size, patch_distance, h, sigma", [
@@ -103,7 +103,7 @@ def test_batches_and_repeats_give_the_same_bytes():
     vol = _noisy_slices(5, 40, 36, 0.2, seed=3)
     kw = dict(patch_size=5, patch_distance=4, h=0.1, sigma=0.2)
     whole = nl_means_slices(vol, **kw)
-    budgets = [1 << 10, 50_000, 90_000, 140_000, 1 << 30]  # one slice needs 43 376 bytes
+    budgets = [1 << 10, 60_000, 110_000, 160_000, 1 << 30]  # one slice needs 52 400 bytes
     per_batch = [batch_slices(vol.shape, 5, 4, b) for b in budgets]
     assert per_batch == [1, 1, 2, 3, 5]  # batches of 1, 2, 3 (and 2 left) or all 5 slices
     for budget in budgets:
