@@ -31,7 +31,7 @@ def _as_volume(volume: np.ndarray) -> np.ndarray:
 
 
 #: where each 2-D non-local means runs: "auto" is Taichi's kernels when Taichi runs on CUDA
-#: (scikit-image's Cython is 1.4x faster than them on CPU cores, docs/benchmarks.md)
+#: (scikit-image's Cython is about 2x faster than them on CPU cores, docs/benchmarks.md)
 NLM_BACKENDS = ("auto", "skimage", "taichi")
 
 
