@@ -302,6 +302,13 @@ def _resident(a: np.ndarray):
     return dev
 
 
+def _resident_zeros(shape: tuple[int, ...]):
+    """A zeroed float32 Taichi ndarray of ``shape`` where :func:`_resident` copies, else None."""
+    if not (current_arch() == "cuda" if DEVICE_RESIDENT is None else DEVICE_RESIDENT):
+        return None
+    return ti.ndarray(ti.f32, shape)
+
+
 def _padded_half(proj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``proj`` as float16 inside a frame of PAD zeros, each view divided by its largest
     magnitude (so no value overflows float16 and each keeps 11 significant bits), and the
@@ -461,9 +468,8 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
         raise XrmInputError(f"projections {proj.shape}, matrices {matrices.shape} and view weights "
                             f"{view_weights.shape} must agree on the number of views")
     vol_shape = tuple(int(n) for n in vol_shape)
-    if out is None:
-        out = np.zeros(vol_shape, dtype=np.float32)
-    elif out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != vol_shape:
+    fresh = out is None
+    if not fresh and (out.dtype != np.float32 or not out.flags.c_contiguous or out.shape != vol_shape):
         raise XrmInputError("out must be a C-contiguous float32 array of the volume shape")
     ox, oy, oz = (float(o) for o in origin_mm)
     mats, wts = _f32(matrices), _f32(view_weights)
@@ -476,10 +482,19 @@ def backproject(proj: np.ndarray, matrices: np.ndarray, view_weights: np.ndarray
         else:
             padded = _padded(proj)
         padded = _resident(padded)
+        # a new volume starts as zeros in device memory (allocation zero-fills it): no copy in
+        target = _resident_zeros(vol_shape) if fresh else out
+        if target is None:
+            target = out = np.zeros(vol_shape, dtype=np.float32)
         for v0, v1 in _view_chunks(proj.shape[0]):
-            _backproject_kernel(padded, mats, wts, out, ox, oy, oz, step, float(row0), v0, v1, cone)
+            _backproject_kernel(padded, mats, wts, target, ox, oy, oz, step, float(row0), v0, v1, cone)
         del padded
-    elif _rows_independent_of_xy(mats):
+        if target is not out:
+            out = target.to_numpy()
+        return out
+    if fresh:
+        out = np.zeros(vol_shape, dtype=np.float32)
+    if _rows_independent_of_xy(mats):
         z_mm = oz + step * np.arange(vol_shape[0])
         views_per_launch, slices_per_launch = _line_chunks(proj.shape[0], proj.shape[2] + 2 * PAD)
         for v0 in range(0, proj.shape[0], views_per_launch):
