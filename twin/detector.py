@@ -184,16 +184,19 @@ class DetectorModel:
         k = self.electrons_per_kev
         q = np.maximum(np.asarray(quanta, float), 0.0)
         n = rng.poisson(q)
+        out = np.zeros(q.shape)
+        hit = n > 0  # q > 0 wherever a quantum arrived: the moments need only those pixels
+        q_hit = q[hit]
+        s_hit = np.broadcast_to(np.asarray(deposited_kev, float), q.shape)[hit]
+        s2_hit = np.broadcast_to(np.asarray(second_moment_kev2, float), q.shape)[hit]
         with np.errstate(divide="ignore", invalid="ignore"):
-            mean_g = np.where(q > 0, k * deposited_kev / q, 0.0)
-            m2_g = np.where(q > 0, (k * k * second_moment_kev2 / self.swank_screen
-                                    + k * deposited_kev) / q, 0.0)
+            ks = k * s_hit
+            mean_g = ks / q_hit
+            m2_g = (k * k * s2_hit / self.swank_screen + ks) / q_hit
             var_g = np.maximum(m2_g - mean_g ** 2, 1e-12 * np.maximum(mean_g ** 2, 1e-30))
             shape_per_quantum = mean_g ** 2 / var_g
             scale = var_g / np.where(mean_g > 0, mean_g, 1.0)
-        out = np.zeros(q.shape)
-        hit = n > 0
-        out[hit] = rng.gamma(n[hit] * shape_per_quantum[hit], scale[hit])
+        out[hit] = rng.gamma(n[hit] * shape_per_quantum, scale)
         return out
 
     def read_out(self, electrons: np.ndarray, exposure_s: float, rng: np.random.Generator) -> np.ndarray:
