@@ -259,6 +259,8 @@ def nl_means_slices(volume: np.ndarray, *, patch_size: int = 5, patch_distance: 
         v = v[None]
     if v.ndim != 3:
         raise XrmInputError(f"volume must be 2-D or 3-D, got shape {np.shape(volume)}")
+    if not np.isfinite(v).all():
+        raise XrmInputError("volume contains non-finite values (NaN or inf)")
     if not (np.isfinite(h) and h > 0):
         raise XrmInputError(f"h must be > 0, got {h!r}")
     if not (np.isfinite(sigma) and sigma >= 0):

@@ -156,3 +156,7 @@ def test_denoise_backends_agree_and_bad_input_is_refused():
         nl_means_slices(vol, h=0.1, sigma=float("nan"))
     with pytest.raises(XrmInputError, match="2-D or 3-D"):
         nl_means_slices(vol[None], h=0.1, sigma=0.1)
+    bad = vol.copy()
+    bad[1, 5, 7] = np.nan
+    with pytest.raises(XrmInputError, match="non-finite"):
+        nl_means_slices(bad, h=0.1, sigma=0.1)
