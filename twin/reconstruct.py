@@ -9,7 +9,8 @@ hamming, hann); ``cutoff``; ``center`` "geometry" | "auto" | offset in pixels;
 (linearisation calibrated from the scan's spectrum and detector response); ``denoise``
 "none" | "nlm" (paper: kernel 17, smoothing 0.5) | "diffusion" or a table
 {method, ...parameters}; ``n_iter``; ``truncation`` auto | chord | edge | none;
-``tiff`` true to also write ``recon.tif``.
+``tiff`` true to also write ``recon.tif``; ``filtered_dtype`` float32 | float16, how FDK/FBP
+hold the filtered projections for the backprojection. The table is in docs/notes-recon.md.
 """
 
 from __future__ import annotations
