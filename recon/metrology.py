@@ -57,7 +57,7 @@ def _axis(axis: str | int) -> int:
 def volume_mm3(mask: np.ndarray, voxel_size_um: float) -> float:
     """Volume of a mask in mm^3: ``n_vox * (voxel_size_um / 1000)^3``."""
     vs = isotropic_voxel_um(voxel_size_um, what="volume")
-    return float(np.count_nonzero(mask)) * (vs / 1000.0) ** 3
+    return float(slabs.count_nonzero(mask)) * (vs / 1000.0) ** 3
 
 
 def _bbox(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
@@ -301,7 +301,8 @@ def _grey_level(grey: np.ndarray, mask: np.ndarray) -> float:
     shell = slabs.binary_dilation(mask, iterations=3) & ~slabs.binary_dilation(mask, iterations=1)
     if not shell.any():
         raise XrmInputError("grey surface: the component has no surroundings inside the volume")
-    return 0.5 * (float(np.median(grey[inner])) + float(np.median(grey[shell])))
+    return 0.5 * (float(np.median(slabs.masked_values(grey, inner)))
+                  + float(np.median(slabs.masked_values(grey, shell))))
 
 
 def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[int, str], *,
@@ -362,8 +363,8 @@ def measure_components(labels: np.ndarray, voxel_size_um: float, names: Mapping[
             raise XrmInputError(f"grey has shape {grey.shape}, labels {lab.shape}; they must match")
     out: dict[str, dict[str, Any]] = {}
     for k, name in sorted(names.items()):
-        m = lab == int(k)
-        n = int(np.count_nonzero(m))
+        m = slabs.equal_mask(lab, int(k))
+        n = slabs.count_nonzero(m)
         rec: dict[str, Any] = {"label": int(k), "n_voxels": n}
         if n == 0:
             rec.update(volume_mm3=0.0, surface_mm2=None, surface_to_volume_per_mm=None,

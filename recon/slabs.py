@@ -40,7 +40,7 @@ from scipy import ndimage as ndi
 __all__ = ["gaussian_filter", "gaussian_filter1d", "binary_erosion", "binary_dilation",
            "find_objects", "label", "small_components", "map_in_processes", "forked_peak_bytes",
            "run_ranges", "even_ranges", "host_threads_for", "map_planes", "masked_values",
-           "nonzero", "MIN_PARALLEL_VOXELS"]
+           "nonzero", "count_nonzero", "count_equal", "equal_mask", "MIN_PARALLEL_VOXELS"]
 
 #: arrays with fewer voxels are filtered by one SciPy call (threads cost more than they save)
 MIN_PARALLEL_VOXELS = 1 << 21
@@ -116,6 +116,36 @@ def masked_values(values: np.ndarray, mask: np.ndarray, *, threads: int | None =
         out[starts[i]:starts[i + 1]] = v[a:b][m[a:b]]
 
     run_ranges(gather, [(i, 0) for i in range(len(ranges))], n_threads)
+    return out
+
+
+def count_nonzero(values: np.ndarray, *, threads: int | None = None) -> int:
+    """``np.count_nonzero(values)`` of an array of any shape, slab by slab on the threads (the
+    per-slab counts are integers: the same total on any number of threads)."""
+    v = np.asarray(values)
+    if v.ndim < 2:
+        return int(np.count_nonzero(v))
+    return int(sum(map_planes(lambda a, b: int(np.count_nonzero(v[a:b])), v.shape[0], v.size,
+                              threads=threads)))
+
+
+def count_equal(values: np.ndarray, value, *, threads: int | None = None) -> int:
+    """``np.count_nonzero(values == value)`` slab by slab on the threads, with a slab-sized
+    temporary instead of a whole boolean volume."""
+    v = np.asarray(values)
+    if v.ndim < 2:
+        return int(np.count_nonzero(v == value))
+    return int(sum(map_planes(lambda a, b: int(np.count_nonzero(v[a:b] == value)), v.shape[0], v.size,
+                              threads=threads)))
+
+
+def equal_mask(values: np.ndarray, value, *, threads: int | None = None) -> np.ndarray:
+    """``values == value`` (a new bool array of the same shape), slab by slab on the threads."""
+    v = np.asarray(values)
+    if v.ndim < 2:
+        return v == value
+    out = np.empty(v.shape, bool)
+    map_planes(lambda a, b: np.equal(v[a:b], value, out=out[a:b]), v.shape[0], v.size, threads=threads)
     return out
 
 

@@ -200,6 +200,19 @@ def test_masked_values_and_nonzero_equal_numpy(grey, threads):
     np.testing.assert_array_equal(slabs.masked_values(grey[:, ::2], m[:, ::2], threads=threads), grey[:, ::2][m[:, ::2]])
 
 
+@pytest.mark.parametrize("threads", [2, 3, 5])
+def test_counts_and_equality_masks_equal_numpy(grey, threads):
+    lab = np.digitize(grey, np.percentile(grey, [20, 50, 80])).astype(np.int16)
+    for k in range(5):  # label 4 is absent
+        want = lab == k
+        got = slabs.equal_mask(lab, k, threads=threads)
+        assert got.dtype == bool and np.array_equal(got, want)
+        assert slabs.count_equal(lab, k, threads=threads) == int(np.count_nonzero(want))
+        assert slabs.count_nonzero(want, threads=threads) == int(np.count_nonzero(want))
+    assert slabs.count_nonzero(grey, threads=threads) == int(np.count_nonzero(grey))
+    assert slabs.count_nonzero(lab[:, 0, 0], threads=threads) == int(np.count_nonzero(lab[:, 0, 0]))  # 1-D
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, bool])
 def test_count_labels_on_threads_equals_bincount(monkeypatch, dtype):
     from recon.segmentation import count_labels

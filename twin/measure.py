@@ -435,7 +435,7 @@ def _defects(vol, vs, origin_mm, truth, t_grid, region, detect: bool, comp=None,
                     detected += _cracks(vol if raw is None else raw, vol, host, vs, origin_mm,
                                         t_grid, region, contrast_of(lab, around))
                 elif kind == "delamination" and comp is not None and len(around) >= 2:
-                    sizes = {a: int(np.count_nonzero(t_grid == a)) for a in around}
+                    sizes = {a: slabs.count_equal(t_grid, a) for a in around}
                     foil = min(sizes, key=sizes.get)  # the thinner side is the current collector
                     active = [a for a in around if a != foil]
                     found = dmod.detect_delamination(np.where(region, comp, 0), active, foil, vs,
@@ -478,7 +478,7 @@ def fill_contrast(t_grid, truth, label: int, hosts: Sequence[int],
     hosts = [a for a in hosts if a != label and name_of.get(a) in materials]
     if energy_kev is None or not hosts or name_of.get(label) not in materials:
         return None
-    host = max(hosts, key=lambda a: int(np.count_nonzero(t_grid == a)))
+    host = max(hosts, key=lambda a: slabs.count_equal(t_grid, a))
     c = table_contrast_per_mm(name_of[host], name_of[label], materials, energy_kev)
     return float(c) if c is not None and c > 0 else None
 
