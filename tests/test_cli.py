@@ -81,7 +81,76 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, pattern):
     res = runner.invoke(app, args)
     assert res.exit_code == 2, res.output
     assert pattern in " ".join(res.output.split())
-    assert not (tmp_path / "o" / "projections.h5").exists()
+    assert not (tmp_path / "o").exists()  # checked before the output folder is made
+
+
+def _small_parts_with(tmp_path, old: str, new: str) -> str:
+    """tests/data/small_parts.toml with one line changed, written under tmp_path."""
+    text = (DATA / "small_parts.toml").read_text()
+    assert old in text
+    path = tmp_path / "scenario.toml"
+    path.write_text(text.replace(old, new, 1))
+    return str(path)
+
+
+@pytest.mark.parametrize("old,new,key,density_key", [
+    ('material = "SS304"', 'material = "Alu"', "phantom.parts[0].material",
+     "phantom.parts[0].density_g_cm3"),
+    ('filter = "LE3"', 'filter = [{material = "Alu", thickness_mm = 1.0}]',
+     "source.filter[0].material", "source.filter[0].density_g_cm3"),
+    ('exposure_s = 0.005', 'exposure_s = 0.005\nscintillator = {material = "Alu", thickness_um = 100}',
+     "detector.scintillator.material", None),
+])
+def test_unknown_material_exits_2_naming_the_key_and_allowed_forms(tmp_path, old, new, key, density_key):
+    """An unknown material anywhere in the scenario: exit 2 before the output folder is made,
+    naming the key, the close matches, every named material and the element / formula forms."""
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["simulate", _small_parts_with(tmp_path, old, new), "--out", str(out),
+                              "--arch", "cpu"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert f"{key}: unknown material 'Alu'; did you mean 'Al', 'LuAG', 'aluminum'?" in text
+    assert "..." not in text and "Zn" in text and "stainless_steel" in text
+    assert "docs/materials.md" in text and "an element symbol" in text
+    if density_key:
+        assert f"a chemical formula with {density_key}" in text
+    assert not out.exists()  # nothing written, not even the folder
+
+
+def test_formula_without_density_exits_2_naming_the_density_key(tmp_path):
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["simulate", _small_parts_with(tmp_path, 'material = "Al"', 'material = "Al2O3"'),
+                              "--out", str(out), "--arch", "cpu"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "phantom.parts[1].material: unknown material 'Al2O3'" in text
+    assert "needs a density: give phantom.parts[1].density_g_cm3 (g/cm3)" in text
+    assert not out.exists()
+
+
+def test_misspelt_voi_key_of_a_parts_scene_exits_2(tmp_path):
+    """`[phantom] kind = "parts"` with voi = {center_mm, size}: refused as for battery phantoms."""
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["simulate", str(DATA / "small_parts.toml"), "--out", str(out), "--set",
+                              "phantom.voi={center_mm = [0, 0, 0], size = [1, 1, 1]}"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "unknown key in phantom.voi 'size'; did you mean 'size_mm'? Allowed: center_mm, size_mm" in text
+    assert not out.exists()
+
+
+def test_simulate_refuses_a_scan_that_cannot_fit_naming_the_sizes(tmp_path, monkeypatch):
+    """`simulate` with a 4096^2 detector on a "256 MiB machine": exit 2 with the estimate
+    (views in flight, what the machine allows), as `run` refuses, and no file written."""
+    monkeypatch.setenv("XRM_TWIN_MAX_BYTES", str(256 * 2 ** 20))
+    out = tmp_path / "o"
+    res = runner.invoke(app, ["simulate", str(DATA / "small_parts.toml"), "--out", str(out), "--arch", "cpu",
+                              "--set", "detector.pixels=[4096, 4096]", "--set", "geometry.projections=4"])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "4096 x 4096 detector pixels, 4 projections" in text
+    assert "of memory (views in flight" in text and "this machine allows 0.2 GiB" in text
+    assert not out.exists()  # refused before the folder is made
 
 
 def test_spectrum_json_contract():

@@ -135,3 +135,168 @@ def test_nan_in_mesh_vertices(tmp_path):
     parts = [{"shape": "sphere", "material": "Al", "radius_mm": 1.0, "center_mm": [0, float("nan"), 0]}]
     with pytest.raises(XrmInputError, match=r"center_mm.*finite"):
         resolve(parts_scenario(parts))
+
+
+def _flat(msg: str) -> str:
+    return " ".join(str(msg).split())
+
+
+def _checked(parts, **kw):
+    """A parts scenario whose materials are looked up as `load_scenario` does."""
+    from twin.scenario import check_materials
+
+    spec = parts_scenario(parts, **kw)
+    check_materials(spec)
+    return spec
+
+
+@pytest.mark.parametrize("where,key,density_key", [
+    ("part", "phantom.parts[0].material", "phantom.parts[0].density_g_cm3"),
+    ("filter", "source.filter[0].material", "source.filter[0].density_g_cm3"),
+    ("override", "source.filter_overrides.LE2[0].material",
+     "source.filter_overrides.LE2[0].density_g_cm3"),
+    ("scintillator", "detector.scintillator.material", None),
+])
+def test_unknown_material_names_its_key_and_every_allowed_form(where, key, density_key):
+    """`material = "Alu"` anywhere in a scenario: refused when it is read (`load_scenario`,
+    `simulate_to`), naming the key, the close matches, every named material (no "...") and the
+    element / formula forms."""
+    from twin.materials import ALIASES, named_materials
+
+    parts = [{"shape": "box", "material": "Al", "size_mm": [0.4, 0.4, 0.4]}]
+    kw = {}
+    if where == "part":
+        parts[0]["material"] = "Alu"
+    elif where == "filter":
+        kw["source"] = {"filter": [{"material": "Alu", "thickness_mm": 1.0}]}
+    elif where == "override":
+        kw["source"] = {"filter_overrides": {"LE2": [{"material": "Alu", "thickness_mm": 1.0}]}}
+    else:
+        kw["detector"] = {"ideal": False, "scintillator": {"material": "Alu", "thickness_um": 100}}
+    with pytest.raises(XrmInputError) as err:
+        _checked(parts, **kw)
+    msg = _flat(err.value)
+    assert f"{key}: unknown material 'Alu'; did you mean 'Al', 'LuAG', 'aluminum'?" in msg
+    assert "..." not in msg
+    for name in list(named_materials()) + list(ALIASES):
+        assert name in msg, name
+    assert "docs/materials.md" in msg and "element symbol" in msg
+    if density_key:
+        assert f"chemical formula with {density_key}" in msg
+    else:  # the scintillator table takes no density: no formula offered
+        assert "formula" not in msg
+
+
+def test_formula_without_density_names_the_density_key():
+    """A formula that is a named material takes the library's density (SiO2: amorphous silica,
+    2.2 g/cm3); any other formula needs density_g_cm3, even where xraydb lists densities for
+    it (they are named in the message, not picked)."""
+    assert get_material("SiO2").density_g_cm3 == pytest.approx(2.2)
+    assert _checked([{"shape": "box", "material": "SiO2", "size_mm": [1, 1, 1]}])
+    with pytest.raises(XrmInputError) as err:
+        _checked([{"shape": "box", "material": "Al", "size_mm": [1, 1, 1]},
+                  {"shape": "sphere", "material": "Al2O3", "radius_mm": 0.1}])
+    msg = _flat(err.value)
+    assert "phantom.parts[1].material: unknown material 'Al2O3'" in msg
+    assert "As a chemical formula, 'Al2O3' needs a density: give phantom.parts[1].density_g_cm3" in msg
+    assert "sapphire 4 g/cm3" in msg  # xraydb's materials table
+    spec = _checked([{"shape": "box", "material": "Al2O3", "density_g_cm3": 3.95,
+                      "size_mm": [1, 1, 1]}])
+    assert spec.phantom["parts"][0]["density_g_cm3"] == 3.95
+    with pytest.raises(XrmInputError, match=r"phantom.parts\[0\].density_g_cm3 must be a finite "
+                                            r"number > 0 \(g/cm3\), got -1"):
+        _checked([{"shape": "box", "material": "Al2O3", "density_g_cm3": -1, "size_mm": [1, 1, 1]}])
+    with pytest.raises(XrmInputError) as err:  # no density key beside a scintillator
+        _checked([{"shape": "box", "material": "Al", "size_mm": [1, 1, 1]}],
+                 detector={"ideal": False, "scintillator": {"material": "Gd2O2S", "thickness_um": 20}})
+    msg = _flat(err.value)
+    assert "detector.scintillator.material: unknown material 'Gd2O2S'" in msg
+    assert "would need a density, which this key does not take" in msg
+    assert "the library has this formula as 'GOS' (7.3 g/cm3)" in msg
+
+
+@pytest.mark.parametrize("kind", ["parts", "coin_na_ion"])
+def test_voi_keys_are_checked_for_every_phantom_kind(kind):
+    """`voi = {center_mm = [0, 0, 0], size = [1, 1, 1]}` is refused for parts as for battery
+    phantoms, naming the bad key and the allowed ones, when the scenario is read."""
+    raw = parts_scenario([{"shape": "box", "material": "Al", "size_mm": [1, 1, 1]}]).to_toml_dict()
+    if kind != "parts":
+        raw["phantom"] = {"kind": kind}
+    raw["phantom"]["voi"] = {"center_mm": [0, 0, 0], "size": [1, 1, 1]}
+    with pytest.raises(XrmInputError) as err:
+        validate(raw)
+    msg = _flat(err.value)
+    assert "unknown key in phantom.voi 'size'; did you mean 'size_mm'? Allowed: center_mm, size_mm" in msg
+    raw["phantom"]["voi"] = {"center_mm": [0, 0, 0]}
+    with pytest.raises(XrmInputError, match=r"phantom.voi needs size_mm"):
+        validate(raw)
+    raw["phantom"]["voi"] = {"center_mm": [0, 0, 0], "size_mm": [1, 1]}
+    with pytest.raises(XrmInputError, match=r"phantom.voi.size_mm must be 3 finite numbers"):
+        validate(raw)
+    raw["phantom"]["voi"] = {"center_mm": [0, 0, 0], "size_mm": [1, 0, 1]}
+    with pytest.raises(XrmInputError, match=r"phantom.voi.size_mm must be > 0"):
+        validate(raw)
+    raw["phantom"]["voi"] = {"center_mm": [0, 0, 0], "size_mm": [1, 1, 1]}
+    assert validate(raw).phantom["voi"]["size_mm"] == [1, 1, 1]
+
+
+def _huge_scan(monkeypatch, tmp_path, pixels, projections):
+    """The audit's scan through the python API, with resolve (the first allocation: the
+    pixel solid-angle map) replaced by a tripwire."""
+    import twin.simulate as sim
+
+    def tripwire(*a, **k):
+        raise AssertionError("resolved (allocated) before the memory and disk check")
+
+    monkeypatch.setattr(sim, "resolve", tripwire)
+    spec = parts_scenario([{"shape": "box", "material": "Al", "size_mm": [1, 1, 1]}],
+                          pixels=pixels, projections=projections)
+    return sim, spec, tmp_path / "out"
+
+
+def test_simulate_refuses_a_scan_that_cannot_fit_in_memory_before_allocating(tmp_path, monkeypatch):
+    """60000 x 60000 pixels and 30000 views: `simulate` refuses up front (XrmInputError, exit
+    code 2), naming the memory it needs (the views in flight, the pixel maps) against what the
+    machine allows, and the output size against the free disk; nothing is written."""
+    monkeypatch.setenv("XRM_TWIN_MAX_BYTES", str(24 * 2 ** 30))
+    sim, spec, out = _huge_scan(monkeypatch, tmp_path, (60000, 60000), 30000)
+    with pytest.raises(XrmInputError) as err:
+        sim.simulate_to(spec, out, arch="cpu", quiet=True)
+    msg = _flat(err.value)
+    assert "60000 x 60000 detector pixels, 30000 projections" in msg
+    assert "of memory (views in flight" in msg and "3,600,000,000 pixels x 1 material" in msg
+    assert "this machine allows 20.4 GiB" in msg  # 85 % of 24 GiB, the rule of `run`
+    assert "of disk (projections.h5 402358.2 GiB" in msg and "free" in msg
+    assert "detector.pixels" in msg and "geometry.projections" in msg
+    assert not out.exists()
+
+
+def test_simulate_refuses_output_larger_than_the_free_disk(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(2 ** 40, 2 ** 40 - 2 ** 30, 2 ** 30))
+    monkeypatch.setenv("XRM_TWIN_MAX_BYTES", str(2 ** 50))
+    sim, spec, out = _huge_scan(monkeypatch, tmp_path, (1024, 1024), 3000)
+    est = sim.simulate_estimate(spec)
+    assert est["projections_file_bytes"] == (3000 + 2) * 1024 * 1024 * 4  # ideal: float32
+    with pytest.raises(XrmInputError) as err:
+        sim.simulate_to(spec, out, arch="cpu", quiet=True)
+    msg = _flat(err.value)
+    assert "of disk (projections.h5 11.7 GiB" in msg and "has 1.0 GiB free" in msg
+    assert "of memory" not in msg
+    assert not out.exists()
+
+
+def test_simulate_refuses_an_unknown_material_by_its_key_before_any_work(tmp_path, monkeypatch):
+    """The python API (a spec from `validate`, which checks keys and types only) refuses in
+    `simulate_to` before resolving or writing anything."""
+    import twin.simulate as sim
+
+    monkeypatch.setattr(sim, "resolve", lambda *a, **k: pytest.fail("resolved before the check"))
+    spec = parts_scenario([{"shape": "box", "material": "Al", "size_mm": [1, 1, 1]},
+                           {"shape": "box", "material": "Alu", "size_mm": [1, 1, 1]}])
+    with pytest.raises(XrmInputError, match=r"phantom.parts\[1\].material: unknown material 'Alu'"):
+        sim.simulate_to(spec, tmp_path / "out", arch="cpu", quiet=True)
+    assert not (tmp_path / "out").exists()

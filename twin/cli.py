@@ -9,12 +9,14 @@ import json
 import logging
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from twin.cli_errors import exit_on_error
 from twin.errors import XrmInputError
@@ -40,17 +42,42 @@ def _fail(exc: BaseException) -> None:
     exit_on_error(exc, verbose=_state["verbose"])
 
 
-def _prepare_out(out: Path, force: bool, marker: str) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise XrmInputError(f"output folder {str(out)!r} exists and is not empty; "
-                                "use --force to overwrite it")
-        if (out / marker).exists() or force:
-            for child in out.iterdir():
-                if child.is_dir():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
+#: What xrm-twin writes into an output folder (run, simulate, compare; scout-and-zoom runs add
+#: their two scans' folders): the entries ``--force`` replaces. Anything else is left in place.
+OUTPUT_NAMES = frozenset({"projections.h5", "truth.h5", "recon.h5", "recon.tif", "report.json",
+                          "report.html", "segmentation.h5", "figures", "thickness", "scout", "zoom"})
+
+
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse a non-empty output folder without ``--force`` (checked before any work)."""
+    if out.exists() and not out.is_dir():
+        raise XrmInputError(f"output folder {str(out)!r} is a file")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise XrmInputError(f"output folder {str(out)!r} exists and is not empty; "
+                            "use --force to overwrite it")
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    """Make the output folder; with ``force``, remove the outputs of an earlier run in it.
+
+    Only the entries xrm-twin writes (:data:`OUTPUT_NAMES`) are removed: a user's own files in
+    the folder are kept (and named in a notice). Called after the input has been checked, so a
+    bad scenario leaves the folder as it was.
+    """
+    _check_out(out, force)
+    if out.exists():
+        kept = []
+        for child in sorted(out.iterdir()):
+            if child.name not in OUTPUT_NAMES:
+                kept.append(child.name)
+            elif child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        if kept and not _state["quiet"]:
+            console.print(f"--force: kept {len(kept)} entr{'y' if len(kept) == 1 else 'ies'} that "
+                          f"xrm-twin does not write: {', '.join(map(escape, kept[:5]))}"
+                          f"{', ...' if len(kept) > 5 else ''}")
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -71,7 +98,8 @@ def simulate(
     """
     try:
         from twin.scenario import load_scenario
-        from twin.simulate import simulate_plan, simulate_to
+        from twin.runtime import init_taichi
+        from twin.simulate import check_plan_fits, check_simulate_fits, simulate_plan
 
         overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
         if scenario.endswith(".pkl"):
@@ -79,15 +107,23 @@ def simulate(
 
             if overrides:
                 raise XrmInputError("--set and --seed do not apply to a resolved plan file")
-            plan = load_plan(scenario)
-            _prepare_out(out, force, "projections.h5")
-            result = simulate_plan(plan, out, arch=arch, quiet=_state["quiet"])
+            _check_out(out, force)
+            init_taichi(arch)
+            plan, t0 = load_plan(scenario), None
+            check_plan_fits(plan, out)
         else:
-            spec = load_scenario(scenario, overrides)
-            _prepare_out(out, force, "projections.h5")
-            result = simulate_to(spec, out, arch=arch, quiet=_state["quiet"])
+            from twin.plan import resolve
+
+            spec = load_scenario(scenario, overrides)  # keys, types, materials
+            _check_out(out, force)
+            check_simulate_fits(spec, out)  # memory and disk, before anything is allocated
+            t0 = time.perf_counter()
+            init_taichi(arch)  # the phantom is built on the chosen backend
+            plan = resolve(spec)  # every value checked, before the folder is touched
+        _prepare_out(out, force)
+        result = simulate_plan(plan, out, arch=arch, quiet=_state["quiet"], t0=t0)
         for w in result.get("warnings", []):
-            console.print(f"[yellow]warning:[/] {w}")
+            console.print(f"[yellow]warning:[/] {escape(w)}")
         if not _state["quiet"]:
             console.print(f"wrote {out / 'projections.h5'}: {result['geometry']['projections']} views, "
                           f"voxel {result['geometry']['voxel_size_um']:.3f} um, "
@@ -162,28 +198,49 @@ def spectrum(
 
 
 @app.command()
-def scenarios() -> None:
-    """List the built-in scenarios."""
+def scenarios(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (a list of objects)."),
+) -> None:
+    """List the built-in scenarios: a table on a terminal, tab-separated lines (a header, then
+    one line per scenario, its name first) when the output goes to a pipe or a file.
+
+    Example: `xrm-twin scenarios`, or `xrm-twin scenarios --json`
+    """
     try:
-        from rich.table import Table
-
         from twin.plan import resolve_geometry
-        from twin.scenario import builtin_names, load_scenario
-
         from twin.resources import estimate, gib
         from twin.scan_time import scenario_scan_time_s
+        from twin.scenario import builtin_names, load_scenario
 
-        table = Table("name", "phantom", "kV", "filter", "voxel um", "views", "pixels",
-                      "memory (full)", "CPU time (full)", "scan time", "description")
+        rows = []
         for name in builtin_names():
             s = load_scenario(name)
             g = resolve_geometry(s)
             est = estimate(s)
-            table.add_row(name, s.phantom["kind"], f"{s.source['kvp']:g}", str(s.source["filter"]),
-                          f"{g.voxel_size_um:.2f}", str(g.n_views), f"{g.cols}x{g.rows}",
-                          gib(est["peak_bytes"]), f"{est['cpu_time_s'] / 3600:.1f} h",
-                          f"{scenario_scan_time_s(s.geometry, s.detector) / 3600:.1f} h", s.description)
-        Console().print(table)
+            rows.append({"name": name, "phantom": s.phantom["kind"], "kvp": s.source["kvp"],
+                         "filter": str(s.source["filter"]), "voxel_size_um": g.voxel_size_um,
+                         "projections": g.n_views, "pixels": [g.cols, g.rows],
+                         "peak_memory_bytes": int(est["peak_bytes"]), "cpu_time_s": est["cpu_time_s"],
+                         "scan_time_s": scenario_scan_time_s(s.geometry, s.detector),
+                         "description": s.description})
+        header = ("name", "phantom", "kV", "filter", "voxel um", "views", "pixels", "memory (full)",
+                  "CPU time (full)", "scan time", "description")
+        cells = [(r["name"], r["phantom"], f"{r['kvp']:g}", r["filter"], f"{r['voxel_size_um']:.2f}",
+                  str(r["projections"]), f"{r['pixels'][0]}x{r['pixels'][1]}", gib(r["peak_memory_bytes"]),
+                  f"{r['cpu_time_s'] / 3600:.1f} h", f"{r['scan_time_s'] / 3600:.1f} h", r["description"])
+                 for r in rows]
+        if as_json:
+            sys.stdout.write(json.dumps(rows) + "\n")
+        elif sys.stdout.isatty():
+            from rich.table import Table
+
+            table = Table(*header)
+            for c in cells:
+                table.add_row(*map(escape, c))
+            Console().print(table)
+        else:  # a pipe or a file: whole names, one line each, nothing cut to a terminal's width
+            for c in [header] + cells:
+                sys.stdout.write("\t".join(v.replace("\t", " ").replace("\n", " ") for v in c) + "\n")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 
@@ -269,7 +326,7 @@ def run(
     Example: `xrm-twin run nimh-zoom --preview --out runs/nimh-zoom`
     """
     try:
-        from twin.run import run_plan, run_scenario
+        from twin.run import prepare_run, run_plan, run_prepared
         from twin.scenario import load_raw, load_scenario
         from twin.scout_zoom import is_scout_zoom, run_scout_zoom
 
@@ -277,26 +334,35 @@ def run(
         raw, _origin = (None, None) if scenario.endswith(".pkl") else load_raw(scenario)
         if raw is None:
             from twin.planfile import load_plan
+            from twin.runtime import init_taichi
 
             if overrides or preview:
                 raise XrmInputError("--set, --seed and --preview do not apply to a resolved plan "
                                     "file (give them to `xrm-twin plan`)")
+            from twin.simulate import check_plan_fits
+
+            _check_out(out, force)
+            init_taichi(arch)
             plan = load_plan(scenario)
-            _prepare_out(out, force, "report.json")
+            check_plan_fits(plan, out)
+            _prepare_out(out, force)
             report = run_plan(plan, out, arch=arch, quiet=_state["quiet"])
         elif is_scout_zoom(raw):
             if overrides:
                 raise XrmInputError("--set applies to single scans; in a scout-and-zoom file give "
                                     "set = [...] in [scout] or [zoom]")
-            _prepare_out(out, force, "report.json")
+            _check_out(out, force)
+            _prepare_out(out, force)
             report = run_scout_zoom(raw, out, preview=preview, arch=arch, quiet=_state["quiet"],
                                     base_dir=Path(_origin).parent)
         else:
-            spec = load_scenario(scenario, overrides)
-            _prepare_out(out, force, "report.json")
-            report = run_scenario(spec, out, preview=preview, arch=arch, quiet=_state["quiet"])
+            spec = load_scenario(scenario, overrides)  # keys, types and the [recon] values
+            _check_out(out, force)
+            prepared = prepare_run(spec, preview=preview, arch=arch, out_dir=out)  # values, memory, disk
+            _prepare_out(out, force)
+            report = run_prepared(prepared, out, quiet=_state["quiet"])
         for w in report.get("warnings", []):
-            console.print(f"[yellow]warning:[/] {w}")
+            console.print(f"[yellow]warning:[/] {escape(w)}")
         if not _state["quiet"]:
             t = report["timing_s"]
             console.print(f"report: {out / 'report.html'} (simulate {t['simulate']:.0f} s, "
@@ -410,7 +476,8 @@ def compare(
     try:
         from twin.compare import compare_runs
 
-        _prepare_out(out, force, "report.json")
+        _check_out(out, force)
+        _prepare_out(out, force)
         res = compare_runs(before, after, out)
         if not _state["quiet"]:
             g = ", ".join(f"{k} {v['growth_mm3']:+.4g} mm3" for k, v in res["damage_growth"].items())

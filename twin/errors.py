@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from typing import Any, Iterable
 
 
 class XrmInputError(ValueError):
@@ -30,8 +30,16 @@ def unknown(what: str, name: str, allowed: Iterable[str]) -> XrmInputError:
     if hint:
         msg += f"; did you mean {', '.join(repr(h) for h in hint)}?"
     shown = ", ".join(allowed) if len(allowed) <= 40 else ", ".join(allowed[:40]) + ", ..."
-    msg += f" Allowed: {shown}"
+    msg += f"{'' if hint else ';'} Allowed: {shown}"
     return XrmInputError(msg)
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for messages, numpy scalars as plain numbers (``-5.0``, not
+    ``np.float64(-5.0)``)."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()
+    return repr(value)
 
 
 def require_positive(key: str, value: float, *, allow_zero: bool = False) -> float:
@@ -39,10 +47,10 @@ def require_positive(key: str, value: float, *, allow_zero: bool = False) -> flo
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise XrmInputError(f"{key} must be a number, got {value!r}") from None
+        raise XrmInputError(f"{key} must be a number, got {shown(value)}") from None
     if v != v or v in (float("inf"), float("-inf")):
-        raise XrmInputError(f"{key} must be finite, got {value!r}")
+        raise XrmInputError(f"{key} must be finite, got {shown(value)}")
     if v < 0 or (v == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
-        raise XrmInputError(f"{key} must be {bound}, got {value!r}")
+        raise XrmInputError(f"{key} must be {bound}, got {shown(value)}")
     return v

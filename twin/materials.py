@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from twin.errors import XrmInputError, unknown
+from twin.errors import XrmInputError, close_matches
 
 __all__ = [
     "Material",
@@ -28,6 +28,8 @@ __all__ = [
     "formula_mass_fractions",
     "resolved_lookups",
     "preload_lookups",
+    "allowed_materials",
+    "MATERIALS_DOC",
 ]
 
 
@@ -291,34 +293,99 @@ def preload_lookups(lookups: Mapping[str, Mapping]) -> None:
     _FORMULAS.update(lookups.get("formulas", {}))
 
 
-def get_material(name: str, density_g_cm3: float | None = None) -> Material:
+#: Where the named materials are listed with their composition and density.
+MATERIALS_DOC = "docs/materials.md"
+
+
+def allowed_materials(density_key: str | None = "density_g_cm3") -> str:
+    """What a material key accepts, for error messages: every named material and alias, and the
+    element-symbol and formula forms.
+
+    ``density_key`` is the key that gives a density beside the material (e.g.
+    ``phantom.parts[0].density_g_cm3``), or None where the context takes no density (the
+    scintillator, the materials of a label file): a formula is then not offered.
+    """
+    names = ", ".join(sorted(named_materials(), key=str.lower))
+    aliases = ", ".join(sorted(ALIASES, key=str.lower))
+    text = (f"Allowed: a named material ({names}; aliases {aliases}; compositions and densities "
+            f"in {MATERIALS_DOC}), ")
+    if density_key is None:
+        return text + "or an element symbol (e.g. 'Cr', at xraydb's density)"
+    return text + (f"an element symbol (e.g. 'Cr', at xraydb's density unless {density_key} is "
+                   f"given) or a chemical formula with {density_key} (e.g. 'Al2O3' with "
+                   f"{density_key.rsplit('.', 1)[-1]} = 3.95)")
+
+
+def xraydb_densities(formula: str) -> list[tuple[str, float]]:
+    """(name, density g/cm3) of the entries of xraydb's materials table with exactly this
+    formula (e.g. ``"SiO2"``: silica 2.2, quartz 2.65, cristobalite 2.27); [] if none."""
+    try:
+        table = _xraydb().get_materials()
+    except Exception:  # noqa: BLE001 - a hint only
+        return []
+    return [(str(m.name), float(m.density)) for m in table.values() if m.formula == formula]
+
+
+def get_material(name: str, density_g_cm3: float | None = None, *, key: str | None = None,
+                 density_key: str | None = "density_g_cm3") -> Material:
     """Look up a material by name, element symbol or chemical formula.
 
     Parameters
     ----------
     name : str
-        A named material (see :func:`named_materials`, case-insensitive), an element symbol
-        (density from xraydb unless given) or a chemical formula (``density_g_cm3`` required).
+        A named material (see :func:`named_materials`, case-insensitive; ``docs/materials.md``),
+        an element symbol (density from xraydb unless given) or a chemical formula
+        (``density_g_cm3`` required).
     density_g_cm3 : float, optional
         Overrides the tabulated density.
+    key : str, optional
+        The scenario key that gave ``name`` (e.g. ``"phantom.parts[0].material"``): error
+        messages start with it.
+    density_key : str or None
+        The key that gives the density beside it (named in messages), or None where the
+        context takes no density (a formula is then refused with that reason).
 
     Raises
     ------
     XrmInputError
-        Unknown name (the message lists close matches) or a formula without a density.
+        Unknown name (the message names the key, lists close matches, every named material
+        and the element / formula forms), a formula without a density (the message names
+        ``density_key`` and the densities xraydb lists for that formula), or a bad density.
+
+    Notes
+    -----
+    A formula that is also a named material (``SiO2``, ``LiFePO4``, ``CsI``, ...) takes the
+    library's density (``docs/materials.md``). Any other formula needs ``density_g_cm3``, even
+    where xraydb's materials table holds the formula: one formula has several densities there
+    (SiO2 as silica 2.2, cristobalite 2.27 and quartz 2.65 g/cm3; BN 2.1 and 3.45), and mu
+    scales with the density, so the twin does not pick one; the message lists them.
     """
+    where = f"{key}: " if key else ""
     if not isinstance(name, str) or not name.strip():
-        raise XrmInputError(f"material must be a non-empty string, got {name!r}")
-    try:
-        memo_key = (name, None if density_g_cm3 is None else float(density_g_cm3))
-    except (TypeError, ValueError):
-        raise XrmInputError(f"density_g_cm3 of {name!r} must be a number, got {density_g_cm3!r}") from None
+        raise XrmInputError(f"{where}material must be a non-empty string (a material name, "
+                            f"element symbol or formula), got {name!r}")
+    if density_g_cm3 is not None:
+        dk = density_key or "density_g_cm3"
+        label = dk if key else f"density_g_cm3 of {name!r}"
+        try:
+            rho = float(density_g_cm3)
+        except (TypeError, ValueError):
+            raise XrmInputError(f"{label} must be a number (g/cm3), got {density_g_cm3!r}") from None
+        if isinstance(density_g_cm3, bool) or not np.isfinite(rho) or rho <= 0:
+            raise XrmInputError(f"{label} must be a finite number > 0 (g/cm3), got {density_g_cm3!r}")
+    memo_key = (name, None if density_g_cm3 is None else float(density_g_cm3))
     if memo_key not in _RESOLVED:
-        _RESOLVED[memo_key] = _lookup(name, density_g_cm3)
+        try:
+            _RESOLVED[memo_key] = _lookup(name, density_g_cm3, density_key)
+        except XrmInputError as exc:
+            if not key:
+                raise
+            raise XrmInputError(f"{where}{exc}") from None
     return _RESOLVED[memo_key]
 
 
-def _lookup(name: str, density_g_cm3: float | None) -> Material:
+def _lookup(name: str, density_g_cm3: float | None, density_key: str | None = "density_g_cm3"
+            ) -> Material:
     lib = named_materials()
     lower = {k.lower(): k for k in lib}
     key = name.strip()
@@ -338,18 +405,34 @@ def _lookup(name: str, density_g_cm3: float | None) -> Material:
     # a formula: only with an explicit density, and only if every token is an element
     looks_like_formula = key[0].isupper() and any(c.isdigit() for c in key) or (
         key[0].isupper() and sum(c.isupper() for c in key) >= 2 and key.isalnum())
-    if looks_like_formula and density_g_cm3 is not None:
+    if looks_like_formula and density_g_cm3 is not None and density_key is not None:
         return Material(key, formula_mass_fractions(key), float(density_g_cm3), key)
+    allowed = allowed_materials(density_key)
+    hint = close_matches(name, list(lib) + list(ALIASES))
+    msg = f"unknown material {name!r}"
+    if hint:
+        msg += f"; did you mean {', '.join(repr(h) for h in hint)}?"
     if looks_like_formula:
         try:
             formula_mass_fractions(key)
         except XrmInputError:
             pass
         else:
-            err = unknown("material", name, list(lib) + list(ALIASES))
-            raise XrmInputError(f"{err} (if {name!r} is a chemical formula, give "
-                                "density_g_cm3 with it)")
-    raise unknown("material", name, list(lib) + list(ALIASES))
+            same = [m for m in lib.values() if m.formula == key]
+            known = xraydb_densities(key)
+            more = ""
+            if same:
+                more += "; the library has this formula as " + ", ".join(
+                    f"{m.name!r} ({m.density_g_cm3:g} g/cm3)" for m in same)
+            if known:
+                more += (f"; xraydb's materials table has {key} as " +
+                         ", ".join(f"{n} {r:g}" for n, r in known) + " g/cm3")
+            if density_key is None:
+                raise XrmInputError(f"{msg} As a chemical formula, {name!r} would need a density, "
+                                    f"which this key does not take{more}. {allowed}")
+            raise XrmInputError(f"{msg} As a chemical formula, {name!r} needs a density: give "
+                                f"{density_key} (g/cm3){more}. {allowed}")
+    raise XrmInputError(f"{msg}{'' if hint else ';'} {allowed}")
 
 
 def materials_markdown() -> str:

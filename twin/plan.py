@@ -19,6 +19,7 @@ from twin.filters import FilterLayer, resolve_filter
 from twin.geometry import OBJECTIVES, ScanGeometry
 from twin.materials import get_material
 from twin.meshes import MeshPart, PRIMITIVES, load_mesh_file, primitive_triangles
+from twin.parts_truth import parts_truth
 from twin.scene import Scene
 from twin.scenario import ScanSpec
 from twin.spectral import prune_bins
@@ -51,6 +52,10 @@ class Plan:
         Solid angle of each pixel seen from the focal spot (inverse square and obliquity).
     source_blur_sigma_px, optical_blur_sigma_px : float
         Gaussian sigmas in binned detector pixels.
+    truth : (LabelGrid, list of dict, ndarray or None), optional
+        Ground truth for ``truth.h5`` (labels, defect rows, instances) in the sample frame:
+        the battery phantom's, or for ``kind = "parts"`` the rasterised parts
+        (:func:`twin.parts_truth.parts_truth`). None when resolved without a scene.
     phantom_recipe : dict, optional
         Set on a plan read from a ``phantom="recipe"`` plan file, whose ``scene`` is None until
         :func:`twin.planfile.materialise` rebuilds it.
@@ -181,14 +186,18 @@ def labels_part(p: Mapping[str, Any], where: str, base_dir: Path) -> LabelGrid:
     if not path.is_file():
         raise XrmInputError(f"{where}: label file {str(path)!r} does not exist")
     t = read_truth(path)
-    names = p.get("materials") or [m["material"] for m in sorted(t["materials"], key=lambda m: m["label"])]
+    table = sorted(t["materials"], key=lambda m: m["label"])
+    names = p.get("materials") or [m["material"] for m in table]
     if not names:
         raise XrmInputError(f"{where}: {path} has no /materials table; give materials = [...]")
     mats = tuple(get_material(n) for n in names)
+    # component names (the truth's labels) from the file's table, when its materials are used
+    components = (tuple(str(m["name"]) for m in table)
+                  if not p.get("materials") and len(table) == len(mats) else ())
     origin = tuple(float(v) for v in p.get("origin_mm", t["origin_mm"]))
     voxel = p.get("voxel_size_um", t["voxel_size_um"])
     voxel = tuple(float(v) for v in np.atleast_1d(voxel)) if np.size(voxel) == 3 else float(np.asarray(voxel).ravel()[0])
-    grid = LabelGrid(t["labels"], voxel, origin, mats)
+    grid = LabelGrid(t["labels"], voxel, origin, mats, components)
     grid.check_labels()
     return grid
 
@@ -362,11 +371,14 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
                 grids.append(labels_part(p, f"phantom.parts[{i}]", base_dir))
         meshes = parts_scene(plist, base_dir) if len(grids) < len(plist) or not plist else ()
         center = sample_center(spec, (0.0, 0.0, 0.0))
+        sample_meshes, sample_grids = meshes, list(grids)  # the truth is in the sample frame
         if any(center):
             grids = [shifted(g, center) for g in grids]
             meshes = tuple(MeshPart(m.name, m.material, m.triangles - np.asarray(center), m.priority)
                            for m in meshes)
         scene = Scene(grids=tuple(grids), parts=meshes).prepare()
+        truth = parts_truth(plist, sample_meshes, sample_grids, geometry, center,
+                            phantom_voxel_um(spec, geometry))
     else:
         scene, truth, center = battery_scene(spec, geometry)
     exposure = require_positive("detector.exposure_s", spec.detector["exposure_s"])

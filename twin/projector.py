@@ -997,8 +997,12 @@ def _raster_path_lengths(vec: np.ndarray, proj: np.ndarray, tri64: np.ndarray, t
                          amat: np.ndarray, limits: np.ndarray, out: np.ndarray, bad: np.ndarray) -> None:
     """The rasteriser of :func:`mesh_path_lengths`, in view chunks and row blocks
     (:func:`raster_chunk_plan`)."""
-    from twin.runtime import current_arch
+    from twin.runtime import current_arch, gpu_stand_in
 
+    if gpu_stand_in():
+        _log.warning("the Vulkan stand-in for CUDA loses work items of the mesh rasteriser "
+                     "(a Taichi Vulkan defect, tests/test_gpu_paths_stand_in.py): mesh path "
+                     "lengths are wrong on it; use the CPU or a real GPU for meshes")
     nv = len(vec)
     tris = np.ascontiguousarray(tri64)
     parts = np.ascontiguousarray(tri_part, np.int32)

@@ -15,6 +15,7 @@ hold the filtered projections for the backprojection. The table is in docs/notes
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,8 +29,20 @@ RECON_KEYS = ("algorithm", "filter", "cutoff", "center", "ring_removal", "beam_h
               "n_iter", "truncation", "tiff", "filtered_dtype")
 
 
+DENOISE_METHODS = ("none", "nlm", "diffusion")
+TRUNCATION_MODES = ("auto", "chord", "edge", "none")
+
+
 def recon_options(table: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate a ``[recon]`` table; unknown keys are errors naming the allowed ones."""
+    """Validate a ``[recon]`` table: unknown keys and values are errors naming the allowed ones.
+
+    Called by scenario validation, so a bad ``[recon]`` value is refused before the scan is
+    simulated, not after. What needs the data (the centre search, memory) is checked by the
+    stage. Returns the options with their defaults.
+    """
+    from recon.filters import FILTERED_DTYPES, canonical_filter_name
+    from recon.pipeline import ALGORITHMS
+
     opts = {"algorithm": "fdk", "filter": "ram-lak", "cutoff": 1.0, "center": "geometry",
             "ring_removal": False, "beam_hardening": None, "denoise": "none", "n_iter": None,
             "truncation": "auto", "tiff": False, "filtered_dtype": "float32"}
@@ -37,11 +50,44 @@ def recon_options(table: Mapping[str, Any] | None) -> dict[str, Any]:
         if k not in RECON_KEYS:
             raise unknown("key in [recon]", k, RECON_KEYS)
         opts[k] = v
-    from recon.filters import FILTERED_DTYPES
-
+    if opts["algorithm"] not in ALGORITHMS:
+        raise unknown("recon.algorithm", opts["algorithm"], ALGORITHMS)
+    try:
+        canonical_filter_name(opts["filter"])
+    except XrmInputError as exc:
+        raise XrmInputError(f"recon.filter: {exc}") from None
+    if not _is_number(opts["cutoff"]) or not 0.0 < float(opts["cutoff"]) <= 1.0:
+        raise XrmInputError(f"recon.cutoff must be a number in (0, 1] (fraction of Nyquist), "
+                            f"got {opts['cutoff']!r}")
+    if opts["center"] not in ("geometry", "auto") and not _is_number(opts["center"]):
+        raise XrmInputError(f"recon.center must be 'geometry', 'auto' or an offset in pixels, "
+                            f"got {opts['center']!r}")
+    if opts["truncation"] not in TRUNCATION_MODES and opts["truncation"] is not None:
+        raise unknown("recon.truncation", opts["truncation"], TRUNCATION_MODES)
+    if opts["n_iter"] is not None and (not isinstance(opts["n_iter"], int) or isinstance(opts["n_iter"], bool)
+                                       or opts["n_iter"] < 1):
+        raise XrmInputError(f"recon.n_iter must be an integer >= 1, got {opts['n_iter']!r}")
+    if not isinstance(opts["ring_removal"], (bool, Mapping)):
+        raise XrmInputError("recon.ring_removal must be true, false or a table "
+                            f"{{wavelet, level, sigma}}, got {opts['ring_removal']!r}")
+    if not isinstance(opts["tiff"], bool):
+        raise XrmInputError(f"recon.tiff must be true or false, got {opts['tiff']!r}")
+    bh = opts["beam_hardening"]
+    if bh not in (None, False) and (not isinstance(bh, str) or not bh):
+        raise XrmInputError(f"recon.beam_hardening must be a reference material name, got {bh!r}")
+    den = opts["denoise"]
+    method = den.get("method", "nlm") if isinstance(den, Mapping) else den
+    if method in (None, False):
+        method = "none"
+    if method not in DENOISE_METHODS:
+        raise unknown("recon.denoise method", method, DENOISE_METHODS)
     if opts["filtered_dtype"] not in FILTERED_DTYPES:
         raise unknown("recon.filtered_dtype", opts["filtered_dtype"], FILTERED_DTYPES)
     return opts
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
 
 
 def _beam_hardening_table(scenario: Mapping[str, Any] | None, material: str) -> dict[str, Any]:
@@ -72,7 +118,7 @@ def _denoise(volume: np.ndarray, spec, quiet: bool = True) -> np.ndarray:
         return denoise.nl_means(volume, **params)
     if method == "diffusion":
         return denoise.anisotropic_diffusion(volume, **params)
-    raise unknown("recon.denoise method", method, ("none", "nlm", "diffusion"))
+    raise unknown("recon.denoise method", method, DENOISE_METHODS)
 
 
 def reconstruct_nxtomo(path: str | Path, out_dir: str | Path, *, options: Mapping[str, Any] | None = None,
@@ -117,7 +163,8 @@ def reconstruct_nxtomo(path: str | Path, out_dir: str | Path, *, options: Mappin
     denoised = volume is not result.volume
     write_recon(out / "recon.h5", volume, result.voxel_size_um, origin,
                 attrs={"algorithm": opts["algorithm"], "center_offset_px": result.center_offset_px,
-                       "source_file": str(path)},
+                       # relative to the output: the same run in another folder, the same bytes
+                       "source_file": os.path.relpath(path, out)},
                 undenoised=result.volume if denoised else None)
     if opts["tiff"]:
         write_tiff_stack(out / "recon.tif", volume, result.voxel_size_um)

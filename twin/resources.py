@@ -77,7 +77,13 @@ def estimate(spec: ScanSpec, *, cracks: bool | None = None) -> dict[str, Any]:
     volume_bytes = n_xy * n_xy * g.rows * 4
     phantom_bytes = 0
     grid_n = n_xy
-    if spec.phantom["kind"] != "parts":
+    if spec.phantom["kind"] == "parts":
+        # the truth of the parts (twin.parts_truth): at most the reconstructed box at the
+        # phantom voxel, one byte a voxel (uint8 up to 255 parts)
+        vox_um = phantom_voxel_um(spec, g)
+        n_xy_t = math.ceil(g.cols * g.voxel_size_um / vox_um - 1e-9)
+        phantom_bytes = n_xy_t * n_xy_t * math.ceil(g.rows * g.voxel_size_um / vox_um - 1e-9) * BYTES_LABEL
+    else:
         vox_um = phantom_voxel_um(spec, g)
         voi = spec.phantom.get("voi")
         if voi:

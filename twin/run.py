@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import platform
+import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,20 +26,55 @@ def software_versions() -> dict[str, str]:
 def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, arch: str = "auto",
                  quiet: bool = False) -> dict[str, Any]:
     """The whole pipeline; returns the report dict (also written as report.json/html)."""
+    return run_prepared(prepare_run(spec, preview=preview, arch=arch), out_dir, quiet=quiet)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A scenario checked and resolved for :func:`run_prepared` (:func:`prepare_run`)."""
+
+    spec: ScanSpec
+    full_spec: ScanSpec
+    changes: dict[str, Any] | None
+    resources: dict[str, Any]
+    plan: Any
+    arch: str
+    t0: float
+
+
+def prepare_run(spec: ScanSpec, *, preview: bool = False, arch: str = "auto",
+                out_dir: str | Path | None = None) -> PreparedRun:
+    """Check that a run can start: the memory estimate (:func:`twin.resources.check_fits`),
+    the backend, and every value of the scenario (by resolving it: spectra, materials,
+    geometry, phantom), and the simulation's memory and, with ``out_dir``, its disk space
+    (:func:`twin.simulate.check_simulate_fits`). Nothing is written, so the CLI touches the
+    output folder only after this has passed."""
+    from twin.plan import resolve
     from twin.preview import preview_spec
     from twin.resources import check_fits
-    from twin.simulate import simulate_to
+    from twin.runtime import init_taichi
+    from twin.simulate import check_simulate_fits
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    changes: dict[str, Any] = {}
-    full_spec = spec
+    t0 = time.perf_counter()
+    full_spec, changes = spec, None
     if preview:
         spec, changes = preview_spec(spec)
     resources = check_fits(spec)
-    sim = simulate_to(spec, out, arch=arch, quiet=quiet)
-    return _reconstruct_measure_report(spec, full_spec, sim, resources, out,
-                                       changes=changes if preview else None, quiet=quiet)
+    check_simulate_fits(spec, out_dir)
+    used_arch = init_taichi(arch)
+    return PreparedRun(spec=spec, full_spec=full_spec, changes=changes, resources=resources,
+                       plan=resolve(spec), arch=used_arch, t0=t0)
+
+
+def run_prepared(run: PreparedRun, out_dir: str | Path, *, quiet: bool = False) -> dict[str, Any]:
+    """Simulate, reconstruct, measure and report a :func:`prepare_run` result into ``out_dir``."""
+    from twin.simulate import simulate_plan
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    sim = simulate_plan(run.plan, out, arch=run.arch, quiet=quiet, t0=run.t0)
+    return _reconstruct_measure_report(run.spec, run.full_spec, sim, run.resources, out,
+                                       changes=run.changes, quiet=quiet)
 
 
 def run_plan(plan, out_dir: str | Path, *, arch: str = "auto", quiet: bool = False) -> dict[str, Any]:

@@ -33,9 +33,52 @@ def _quiet_init(**kwargs) -> None:
         _log.debug(buf.getvalue().strip())
 
 
+#: Developer setting: with ``XRM_TWIN_GPU_STAND_IN=vulkan`` a request for CUDA initialises
+#: Taichi's Vulkan backend instead (on a machine without an NVIDIA GPU, Mesa's software Vulkan
+#: device, lavapipe: ``apt-get install mesa-vulkan-drivers``) and :func:`current_arch` says
+#: ``"cuda"``, so every GPU code path (device-resident arrays, batches, overlapped read-out,
+#: the Taichi denoiser) runs on a device that is not the host. For checking those paths
+#: before a GPU is lent: its results are checked, its times mean nothing.
+GPU_STAND_IN_ENV = "XRM_TWIN_GPU_STAND_IN"
+
+
+def gpu_stand_in() -> bool:
+    """True when Taichi runs on the Vulkan stand-in for CUDA (:data:`GPU_STAND_IN_ENV`)."""
+    if _current != "cuda":
+        return False
+    import taichi as ti
+
+    return ti.lang.impl.current_cfg().arch == ti.vulkan
+
+
+def _stand_in_gpu() -> bool:
+    """Initialise the Vulkan stand-in for CUDA when :data:`GPU_STAND_IN_ENV` asks for it."""
+    import taichi as ti
+
+    want = os.environ.get(GPU_STAND_IN_ENV)
+    if not want:
+        return False
+    if want != "vulkan":
+        raise XrmInputError(f"{GPU_STAND_IN_ENV} must be 'vulkan', got {want!r}")
+    try:
+        _quiet_init(arch=ti.vulkan, offline_cache=True, log_level=ti.ERROR, default_fp=ti.f32,
+                    random_seed=0)
+    except Exception as exc:  # noqa: BLE001
+        raise XrmInputError(f"{GPU_STAND_IN_ENV}=vulkan: Taichi's Vulkan backend did not start "
+                            f"({exc})") from exc
+    if ti.lang.impl.current_cfg().arch != ti.vulkan:
+        raise XrmInputError(f"{GPU_STAND_IN_ENV}=vulkan: no Vulkan device (install "
+                            "mesa-vulkan-drivers for the software one)")
+    _log.warning("%s=vulkan: Taichi runs on Vulkan in place of CUDA (a check of the GPU code "
+                 "paths; its times mean nothing)", GPU_STAND_IN_ENV)
+    return True
+
+
 def _cuda_available() -> bool:
     import taichi as ti
 
+    if _stand_in_gpu():
+        return True
     try:
         _quiet_init(arch=ti.cuda, offline_cache=True, log_level=ti.ERROR)
     except Exception:

@@ -231,6 +231,7 @@ def validate(data: Mapping[str, Any], origin: str = "<memory>") -> ScanSpec:
         raise XrmInputError(f"{origin}: detector.pixels must be [columns, rows] integers, got {pix!r}")
     if min(pix) < 1:
         raise XrmInputError(f"{origin}: detector.pixels must be >= 1, got {pix!r}")
+    _check_voi(out["phantom"].get("voi"), origin)
     from twin.paper import check_paper_table
     from twin.reconstruct import recon_options
 
@@ -243,6 +244,102 @@ def validate(data: Mapping[str, Any], origin: str = "<memory>") -> ScanSpec:
                     source=out["source"], geometry=out["geometry"], detector=out["detector"],
                     phantom=out["phantom"], recon=out["recon"], measure=out["measure"],
                     paper=out["paper"], raw=copy.deepcopy(dict(data)), origin=origin)
+
+
+VOI_KEYS = ("center_mm", "size_mm")
+
+
+def _three_numbers(value: Any) -> bool:
+    return (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(v, NUM) and not isinstance(v, bool) and v == v
+                    and abs(v) != float("inf") for v in value))
+
+
+def _check_voi(voi: Any, origin: str) -> None:
+    """``phantom.voi`` (any phantom kind): exactly ``{center_mm = [x, y, z], size_mm = [a, b, c]}``."""
+    if voi is None:
+        return
+    form = "phantom.voi = {center_mm = [x, y, z], size_mm = [a, b, c]}, in mm"
+    for key in voi:
+        if key not in VOI_KEYS:
+            raise XrmInputError(f"{origin}: " + str(unknown("key in phantom.voi", key, VOI_KEYS))
+                                + f"; write {form}")
+    missing = [k for k in VOI_KEYS if k not in voi]
+    if missing:
+        raise XrmInputError(f"{origin}: phantom.voi needs {' and '.join(missing)}: {form}")
+    for key in VOI_KEYS:
+        if not _three_numbers(voi[key]):
+            raise XrmInputError(f"{origin}: phantom.voi.{key} must be 3 finite numbers (x, y, z) "
+                                f"in mm, got {voi[key]!r}")
+    if min(voi["size_mm"]) <= 0:
+        raise XrmInputError(f"{origin}: phantom.voi.size_mm must be > 0 along x, y and z, "
+                            f"got {voi['size_mm']!r}")
+
+
+def material_keys(spec: "ScanSpec | Mapping[str, Any]") -> list[tuple[str, Any, Any, str | None]]:
+    """Every material a scenario names: (key, material, density or None, density key or None
+    where the key takes no density). ``spec`` is a :class:`ScanSpec` or a validated dict."""
+    if isinstance(spec, ScanSpec):
+        spec = {s: getattr(spec, s) for s in SECTIONS}
+    found: list[tuple[str, Any, Any, str | None]] = []
+
+    def layers(items: Any, where: str) -> None:
+        if not isinstance(items, (list, tuple)):
+            return  # a filter name, or a shape error reported by twin.filters
+        for i, item in enumerate(items):
+            if isinstance(item, Mapping) and "material" in item:
+                found.append((f"{where}[{i}].material", item["material"],
+                              item.get("density_g_cm3"), f"{where}[{i}].density_g_cm3"))
+
+    src = spec["source"]
+    layers(src.get("filter"), "source.filter")
+    overrides = src.get("filter_overrides")
+    for name, stack in (overrides.items() if isinstance(overrides, Mapping) else ()):
+        layers(stack, f"source.filter_overrides.{name}")
+    scint = spec["detector"].get("scintillator")
+    if isinstance(scint, Mapping) and "material" in scint:
+        found.append(("detector.scintillator.material", scint["material"], None, None))
+    ph = spec["phantom"]
+    if ph.get("kind") == "parts":
+        for i, part in enumerate(ph.get("parts") or ()):
+            if not isinstance(part, Mapping):
+                continue  # reported by twin.plan
+            if part.get("shape") == "labels":
+                names = part.get("materials")
+                if isinstance(names, (list, tuple)):
+                    found += [(f"phantom.parts[{i}].materials[{j}]", n, None, None)
+                              for j, n in enumerate(names)]
+            elif "material" in part:
+                found.append((f"phantom.parts[{i}].material", part["material"],
+                              part.get("density_g_cm3"), f"phantom.parts[{i}].density_g_cm3"))
+    bh = (spec.get("recon") or {}).get("beam_hardening")
+    if isinstance(bh, str) and bh:
+        found.append(("recon.beam_hardening", bh, None, None))
+    return found
+
+
+def check_materials(spec: "ScanSpec | Mapping[str, Any]", origin: str | None = None) -> None:
+    """Look up every material of a scenario (:func:`material_keys`) so that an unknown one is
+    refused naming its key (e.g. ``phantom.parts[0].material``), the close matches and every
+    allowed form (:func:`twin.materials.allowed_materials`), before any work.
+
+    :func:`load_scenario` (scenario files and built-ins: ``run``, ``simulate``, ``plan``) and
+    :func:`twin.simulate.prepare_simulation` call it. :func:`validate` does not: it checks keys
+    and types only, and a ScanSpec built by a reader for provenance may name materials the
+    twin does not resolve (a CTSimU file's own names). Where xraydb cannot be imported (a bare
+    GPU node) names not resolved before are left to the host that resolves the plan.
+    """
+    from twin.materials import get_material
+
+    if origin is None:
+        origin = spec.origin if isinstance(spec, ScanSpec) else "<memory>"
+    for key, name, density, density_key in material_keys(spec):
+        try:
+            get_material(name, density, key=key, density_key=density_key)
+        except ImportError:
+            return
+        except XrmInputError as exc:
+            raise XrmInputError(f"{origin}: {exc}") from None
 
 
 def builtin_dir() -> Path:
@@ -321,11 +418,14 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], origin: str) -> 
 
 
 def load_scenario(source: str | Path, overrides: list[str] | None = None) -> ScanSpec:
-    """Load, override and validate a scenario (path or built-in name)."""
+    """Load, override and validate a scenario (path or built-in name); its materials are
+    looked up too (:func:`check_materials`)."""
     data, origin = load_raw(source)
     if overrides:
         data = apply_overrides(data, overrides, origin)
-    return validate(data, origin)
+    spec = validate(data, origin)
+    check_materials(spec)
+    return spec
 
 
 def schema_markdown() -> str:

@@ -4,8 +4,9 @@ Layout::
 
     /labels        integer grid [z, y, x]; attrs voxel_size_um, origin_mm (x, y, z)
     /materials     table: label, name (component), material, composition, density_g_cm3
-    /defects       table: id, type, label, center_mm (x, y, z), size_um, orientation (x, y, z),
-                   volume_mm3, area_mm2, extra (JSON); attr "json" holds the rows as JSON
+    /defects       table: id, type, label, center_mm (x, y, z), centre_mm (the same values:
+                   the contract's spelling), size_um, orientation (x, y, z), volume_mm3,
+                   area_mm2, extra (JSON); attr "json" holds the rows as JSON
     /instances     optional instance-label grid (same shape as /labels)
 
 Written atomically.
@@ -24,20 +25,38 @@ from twin.errors import XrmInputError
 from twin.volume import LabelGrid, as_xyz
 
 _STR = h5py.string_dtype("utf-8")
-DEFECT_FIELDS = ("id", "type", "label", "center_mm", "size_um", "orientation", "volume_mm3",
-                 "area_mm2")
+DEFECT_FIELDS = ("id", "type", "label", "center_mm", "centre_mm", "size_um", "orientation",
+                 "volume_mm3", "area_mm2")
+#: The ``/defects`` table's columns (``centre_mm`` repeats ``center_mm``: both spellings read).
+DEFECT_DTYPE = np.dtype([("id", "i8"), ("type", _STR), ("label", "i8"), ("center_mm", "f8", (3,)),
+                         ("centre_mm", "f8", (3,)), ("size_um", "f8"), ("orientation", "f8", (3,)),
+                         ("volume_mm3", "f8"), ("area_mm2", "f8"), ("extra", _STR)])
+
+
+def _centre(d: Mapping[str, Any]):
+    """A row's centre (x, y, z) mm, under either spelling (``center_mm`` first); None if absent."""
+    c = d.get("center_mm")
+    return d.get("centre_mm") if c is None else c
+
+
+def _json_row(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A row for the ``json`` attribute: as given, with ``center_mm`` (the key the readers use)
+    filled in from ``centre_mm`` when only that spelling was given."""
+    row = dict(d)
+    if "center_mm" not in row and row.get("centre_mm") is not None:
+        row["center_mm"] = row["centre_mm"]
+    return row
 
 
 def _defect_array(defects: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    dt = np.dtype([("id", "i8"), ("type", _STR), ("label", "i8"), ("center_mm", "f8", (3,)),
-                   ("size_um", "f8"), ("orientation", "f8", (3,)), ("volume_mm3", "f8"),
-                   ("area_mm2", "f8"), ("extra", _STR)])
-    arr = np.zeros(len(defects), dtype=dt)
+    arr = np.zeros(len(defects), dtype=DEFECT_DTYPE)
     for i, d in enumerate(defects):
         arr[i]["id"] = int(d.get("id", i + 1))
         arr[i]["type"] = str(d["type"])
         arr[i]["label"] = int(d.get("label", -1))
-        arr[i]["center_mm"] = np.asarray(d.get("center_mm", (np.nan,) * 3), float)
+        c = _centre(d)
+        arr[i]["center_mm"] = np.asarray((np.nan,) * 3 if c is None else c, float)
+        arr[i]["centre_mm"] = arr[i]["center_mm"]
         arr[i]["size_um"] = float(d.get("size_um", np.nan))
         arr[i]["orientation"] = np.asarray(d.get("orientation", (0.0, 0.0, 1.0)), float)
         arr[i]["volume_mm3"] = float(d.get("volume_mm3", np.nan))
@@ -81,12 +100,37 @@ def write_truth(path, grid: LabelGrid, defects: Sequence[Mapping[str, Any]] = ()
                 mats[i] = (i, name, m.name, m.describe(), m.density_g_cm3)
             f.create_dataset("materials", data=mats)
             d = f.create_dataset("defects", data=_defect_array(defects))
-            d.attrs["json"] = json.dumps(list(defects), default=float, sort_keys=True)
+            d.attrs["json"] = json.dumps([_json_row(r) for r in defects], default=float, sort_keys=True)
             if instances is not None:
                 f.create_dataset("instances", data=instances, compression="gzip",
                                  compression_opts=1, shuffle=True)
             for k, v in (attrs or {}).items():
                 f.attrs[k] = v
+
+
+def _read_defects(ds: h5py.Dataset) -> list[dict[str, Any]]:
+    """The defect rows: the ``json`` attribute, or (a file written elsewhere to the contract,
+    without it) the table's columns, ``centre_mm`` or ``center_mm`` both read as ``center_mm``."""
+    if "json" in ds.attrs:
+        return json.loads(ds.attrs["json"])
+    rows = []
+    names = ds.dtype.names or ()
+    for r in ds[...]:
+        row: dict[str, Any] = {}
+        for k in names:
+            v = r[k]
+            if isinstance(v, bytes):
+                v = v.decode()
+            if k == "extra":
+                row.update(json.loads(v) if v else {})
+            elif k in ("center_mm", "centre_mm", "orientation"):
+                row["center_mm" if k == "centre_mm" else k] = [float(x) for x in np.ravel(v)]
+            elif isinstance(v, str):
+                row[k] = v
+            else:
+                row[k] = v.item() if hasattr(v, "item") else v
+        rows.append(row)
+    return rows
 
 
 def read_truth(path, *, instances: bool = True) -> dict[str, Any]:
@@ -110,7 +154,7 @@ def read_truth(path, *, instances: bool = True) -> dict[str, Any]:
              "material": r["material"].decode() if isinstance(r["material"], bytes) else r["material"],
              "density_g_cm3": float(r["density_g_cm3"])}
             for r in f["materials"][...]] if "materials" in f else []
-        out["defects"] = json.loads(f["defects"].attrs["json"]) if "defects" in f else []
+        out["defects"] = _read_defects(f["defects"]) if "defects" in f else []
         out["instances"] = f["instances"][...] if instances and "instances" in f else None
         out["attrs"] = {k: f.attrs[k] for k in f.attrs}
     if out["voxel_size_um"] is None:

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from twin.cli_errors import exit_on_error
 from twin.errors import XrmInputError
@@ -149,10 +150,10 @@ def optimise(
         pp = res["paper"]
         if res["feasible"]:
             b = res["best"]
-            console.print(f"best: {json.dumps(b['settings'])}: {b['scan_time_h']:.2f} h, d' {b['d_prime']:.2f}, "
+            console.print(f"best: {escape(json.dumps(b['settings']))}: {b['scan_time_h']:.2f} h, d' {b['d_prime']:.2f}, "
                           f"POD {b['pod']:.3f}, a90 {b['a90_um']:.3g} um")
         else:
-            console.print(f"[yellow]infeasible:[/] {res['why']}")
+            console.print(f"[yellow]infeasible:[/] {escape(str(res['why']))}")
         console.print(f"scenario's settings: {pp['scan_time_h']:.2f} h, d' {pp['d_prime']:.2f}, "
                       f"POD {pp['pod']:.3f}, a90 {pp['a90_um']:.3g} um"
                       + (f"; speed-up x{res['speedup']:.1f}" if res.get("speedup") else "")
