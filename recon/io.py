@@ -108,6 +108,8 @@ def read_volume(path) -> dict[str, Any]:
             raise XrmInputError(f"{p}: /{key} has no voxel_size_um attribute: the voxel size is needed")
         origin = ds.attrs.get("origin_mm", f.attrs.get("origin_mm", (0.0, 0.0, 0.0)))
         out = {key: ds[...], "voxel_size_um": vs, "origin_mm": tuple(float(v) for v in origin)}
+        out["attrs"] = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()
+                        if k not in ("voxel_size_um", "origin_mm")}
         if key == "volume" and "volume_undenoised" in f:
             out["volume_undenoised"] = f["volume_undenoised"][...]
         if key == "labels" and "defects" in f:

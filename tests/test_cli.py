@@ -47,6 +47,7 @@ def test_report_json_keys(run_dir):
     assert r["geometry"]["magnification"] == pytest.approx(2.5)
     assert r["geometry"]["voxel_size_um"] == pytest.approx(24.0)
     assert 20 < r["source"]["mean_energy_kev"] < 80
+    assert r["source"]["filter_name"] == "LE3" and "Al" in r["source"]["filter"]  # name and stack
     for k in ("simulate", "reconstruct", "measure"):
         assert r["timing_s"][k] > 0
     assert r["metrology"], "no component measured"

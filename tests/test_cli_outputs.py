@@ -129,3 +129,35 @@ def test_recon_values_that_are_allowed():
                   {"denoise": "none"}, {"ring_removal": {"level": 5}}, {"beam_hardening": "SS304"},
                   {"filtered_dtype": "float16"}):
         assert recon_options(table)["algorithm"] in ("fdk", "sirt")
+
+
+def test_spectrum_summary_goes_to_stdout():
+    res = subprocess.run([sys.executable, "-m", "twin.cli", "spectrum", "--kvp", "100", "--filter", "LE6"],
+                         capture_output=True, text=True, check=True)
+    assert "100 kV, 10 W, filter LE6: mean energy" in res.stdout
+
+
+def test_measure_report_carries_the_scan_keys_of_its_recon_file(tmp_path):
+    """`reconstruct` records the scenario's name, tube voltage, magnification and mean energy in
+    recon.h5; `measure` on that file reports them under the contract's keys."""
+    out = tmp_path / "r"
+    for args in (["simulate", str(DATA / "small_parts.toml"), "--out", str(out), "--arch", "cpu",
+                  "--set", "geometry.projections=30"],
+                 ["reconstruct", str(out), "--out", str(out), "--arch", "cpu"],
+                 ["measure", str(out / "recon.h5"), "--truth", str(out / "truth.h5"), "--out",
+                  str(tmp_path / "m"), "--arch", "cpu", "--no-3d"]):
+        res = runner.invoke(app, ["--quiet", *args])
+        assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "m" / "report.json").read_text())
+    from twin.spectrum import tube_spectrum
+    from twin.filters import resolve_filter
+
+    spectrum = tube_spectrum(80, 5).filtered(resolve_filter("LE3"))
+    assert r["scenario"] == "small-parts"
+    assert r["geometry"]["magnification"] == pytest.approx(2.5)
+    assert r["geometry"]["voxel_size_um"] == pytest.approx(24.0)
+    assert r["source"]["kvp"] == 80.0
+    assert r["source"]["mean_energy_kev"] == pytest.approx(spectrum.mean_energy_kev, rel=1e-6)
+    assert r["timing_s"]["measure"] > 0 and r["metrology"] and r["metrology_truth"]
+    with h5py.File(out / "recon.h5") as f:
+        assert f.attrs["source_file"] == "projections.h5"  # relative: the same bytes in any folder

@@ -191,8 +191,8 @@ def spectrum(
         if as_json:
             sys.stdout.write(json.dumps(payload) + "\n")
         else:
-            console.print(f"{kvp:g} kV, {power_w:g} W, filter {filter_}: mean energy "
-                          f"{spec.mean_energy_kev:.2f} keV, {spec.total_photons_per_s_sr:.3e} photons/s/sr")
+            Console().print(f"{kvp:g} kV, {power_w:g} W, filter {escape(filter_)}: mean energy "
+                            f"{spec.mean_energy_kev:.2f} keV, {spec.total_photons_per_s_sr:.3e} photons/s/sr")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
 
@@ -431,10 +431,12 @@ def measure(
         t = read_truth(truth, instances=False) if truth is not None else None
         out.mkdir(parents=True, exist_ok=True)
         figures = []
+        attrs = data.get("attrs", {})
         if "volume" in data:
+            kvp = attrs.get("kvp")  # bounds the contrast model's effective energy, as in `run`
             res = measure_volume(data["volume"], data["voxel_size_um"], data["origin_mm"], truth=t,
                                  classes=classes, thickness_maps=thickness_map or None,
-                                 smooth_sigma_vox=smooth_sigma_vox,
+                                 smooth_sigma_vox=smooth_sigma_vox, kvp=None if kvp is None else float(kvp),
                                  undenoised=data.get("volume_undenoised"))
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             figures = write_measure_outputs(out, res, data["volume"], vs, data["origin_mm"],
@@ -455,11 +457,26 @@ def measure(
             vs = float(np.asarray(data["voxel_size_um"]).ravel()[0])
             res = {"metrology": measure_components(data["labels"], vs, names, allow_missing=True)}
         res["source_file"] = str(volume)
+        res.update(_provenance_keys(attrs, float(np.asarray(data["voxel_size_um"]).ravel()[0])))
         write_report(out, res, figures)
         if not _state["quiet"]:
             console.print(f"wrote {out / 'report.json'}: {len(res['metrology'])} components")
     except BaseException as exc:  # noqa: BLE001
         _fail(exc)
+
+
+def _provenance_keys(attrs: dict, voxel_size_um: float) -> dict:
+    """report.json's ``scenario``, ``geometry`` and ``source`` keys from a recon.h5's attributes
+    (written by ``xrm-twin reconstruct``; only what the file says)."""
+    out: dict = {"geometry": {"voxel_size_um": voxel_size_um}}
+    if "magnification" in attrs:
+        out["geometry"]["magnification"] = float(attrs["magnification"])
+    if attrs.get("scenario"):
+        out["scenario"] = str(attrs["scenario"])
+    source = {k: float(attrs[k]) for k in ("kvp", "mean_energy_kev") if k in attrs}
+    if source:
+        out["source"] = source
+    return out
 
 
 @app.command()

@@ -182,6 +182,8 @@ def read_nxtomo(path) -> dict[str, Any]:
             out["geometry"] = ScanGeometry(**kw)
             out["sample_center_mm"] = tuple(float(v) for v in col.attrs.get("sample_center_mm", (0, 0, 0)))
             out["ideal"] = bool(col.attrs.get("ideal", False))
+            if "mean_energy_kev" in col.attrs:
+                out["mean_energy_kev"] = float(col.attrs["mean_energy_kev"])
             if "scenario" in col:
                 raw = col["scenario"][()]
                 out["scenario"] = json.loads(raw.decode() if isinstance(raw, bytes) else raw)

@@ -103,6 +103,20 @@ def _beam_hardening_table(scenario: Mapping[str, Any] | None, material: str) -> 
             "mu_ref_per_mm": get_material(material).mu_per_mm(plan.energy_kev)}
 
 
+def _provenance(scenario: Mapping[str, Any] | None, geometry, mean_energy_kev: float | None) -> dict[str, Any]:
+    """What ``xrm-twin measure`` puts in its report from a ``recon.h5``: the scenario's name and
+    tube voltage, the magnification, the spectrum's mean energy (only those known)."""
+    out: dict[str, Any] = {"magnification": float(geometry.geometric_magnification)}
+    if scenario:
+        out["scenario"] = str(scenario.get("name", ""))
+        kvp = (scenario.get("source") or {}).get("kvp")
+        if isinstance(kvp, (int, float)) and not isinstance(kvp, bool):
+            out["kvp"] = float(kvp)
+    if mean_energy_kev is not None:
+        out["mean_energy_kev"] = float(mean_energy_kev)
+    return out
+
+
 def _denoise(volume: np.ndarray, spec, quiet: bool = True) -> np.ndarray:
     from recon import denoise
     from twin.progress import progress_bar
@@ -163,6 +177,7 @@ def reconstruct_nxtomo(path: str | Path, out_dir: str | Path, *, options: Mappin
     denoised = volume is not result.volume
     write_recon(out / "recon.h5", volume, result.voxel_size_um, origin,
                 attrs={"algorithm": opts["algorithm"], "center_offset_px": result.center_offset_px,
+                       **_provenance(scenario, g, data.get("mean_energy_kev")),
                        # relative to the output: the same run in another folder, the same bytes
                        "source_file": os.path.relpath(path, out)},
                 undenoised=result.volume if denoised else None)

@@ -189,6 +189,9 @@ def summary(plan: Plan) -> dict[str, Any]:
                      "detector_pixels": [g.cols, g.rows], "beam": g.beam},
         "source": {"kvp": plan.spectrum.kvp, "power_w": plan.spectrum.power_w,
                    "filter": describe_stack(plan.filter_layers),
+                   # the name given in the scenario (e.g. "HE6"), beside the stack it stands for
+                   "filter_name": plan.spec.source["filter"] if isinstance(plan.spec.source.get("filter"), str)
+                   else None,
                    "mean_energy_kev": plan.spectrum.mean_energy_kev,
                    "focal_spot_blur_px_fwhm": plan.source_blur_sigma_px * 2.3548},
         "detector": {"ideal": plan.detector.ideal,
