@@ -29,7 +29,13 @@ def dataset(tmp_path_factory):
 
 
 def _expected_labels(scenario, shape, voxel_um, origin_mm, label_of_material):
-    """Independent truth: voxel centres tested against each primitive, inner parts last."""
+    """Independent truth: voxel centres tested against each primitive, inner parts last.
+
+    Half-open, as truth.h5 (twin.parts_truth): ``r < R`` and ``lo <= z < hi``. The drawn
+    radii and centres put no voxel centre on a surface, so the closed rule (``<=``, the
+    dataset's rule before it used twin.parts_truth) gives the same labels here; see
+    test_parts_labels_are_the_truth_h5_rasterisation for faces on voxel centres.
+    """
     nz, ny, nx = shape
     z, y, x = np.meshgrid(*(origin_mm[a] + np.arange(n) * voxel_um / 1000.0
                             for a, n in ((2, nz), (1, ny), (0, nx))), indexing="ij")
@@ -39,10 +45,12 @@ def _expected_labels(scenario, shape, voxel_um, origin_mm, label_of_material):
     for p in parts:
         c = p.get("center_mm", [0.0, 0.0, 0.0])
         if p["shape"] == "cylinder":
-            m = ((x - c[0]) ** 2 + (y - c[1]) ** 2 <= p["radius_mm"] ** 2) & (np.abs(z - c[2]) <= p["height_mm"] / 2)
+            h = p["height_mm"] / 2
+            m = (((x - c[0]) ** 2 + (y - c[1]) ** 2 < p["radius_mm"] ** 2)
+                 & (z >= c[2] - h) & (z < c[2] + h))
         else:
             assert p["shape"] == "sphere"
-            m = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 <= p["radius_mm"] ** 2
+            m = (x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2 < p["radius_mm"] ** 2
         out[m] = label_of_material[p["material"].lower()]
     return out
 
@@ -73,6 +81,57 @@ def test_labels_match_the_truth_exactly(dataset):
         can = labels == lut["al"]
         assert vol[can].mean() > 5 * abs(vol[labels == 0].mean())
     assert n_voids_total >= 3
+
+
+def test_parts_labels_are_the_truth_h5_rasterisation(tmp_path):
+    """parts_labels rasterises with twin.parts_truth (the code of truth.h5), half-open.
+
+    Scan voxel 25 um (50 um pixels, magnification 2), 24^3 voxels: centres at
+    0.025 * (k - 11.5) mm. The box spans [-0.0875, 0.0625) mm = 0.025 * [-3.5, 2.5) on every
+    axis, its faces on voxel centres: the half-open rule holds the centres
+    0.025 * (-3.5 .. 1.5), 6 per axis, so exactly 6^3 = 216 voxels, its volume. (The closed
+    rule, ``|x - c| <= s / 2`` in mm, holds 7 per axis in exact arithmetic and 6 or 7 in
+    floating point by rounding: the dataset's labels before it used twin.parts_truth had
+    7^3 = 343 here.) The box nests in a mesh ball (relative file name, read next to the
+    scenario as the projector reads it); at the scan voxel the truth.h5 lattice is the same
+    lattice, so truth.h5 is a crop of the dataset's labels (truth label = part index + 1).
+    """
+    trimesh = pytest.importorskip("trimesh")
+    from twin.plan import resolve
+    from twin.scenario import validate
+
+    trimesh.creation.icosphere(subdivisions=3, radius=0.25).export(tmp_path / "ball.stl")
+    scan = validate({
+        "name": "box-in-ball", "seed": 1, "source": {"kvp": 80, "power_w": 2, "filter": "LE2"},
+        "geometry": {"source_object_mm": 40.0, "object_detector_mm": 40.0, "objective": "flat-panel",
+                     "projections": 4, "beam": "cone"},
+        "detector": {"pixels": [24, 24], "pixel_um": 50.0, "flats": 1, "darks": 1},
+        "phantom": {"kind": "parts", "parts": [
+            {"name": "ball", "shape": "mesh", "file": "ball.stl", "material": "Al"},
+            {"name": "brick", "shape": "box", "material": "Cu", "size_mm": [0.15, 0.15, 0.15],
+             "center_mm": [-0.0125, -0.0125, -0.0125]},
+            {"name": "shell", "shape": "sphere", "material": "Al", "radius_mm": 0.03,
+             "center_mm": [0.15, 0.0, 0.0]},
+        ]}}, origin=str(tmp_path / "scene.toml"))
+    out = parts_labels(scan)
+    labels, inst = out["labels"], out["instances"]
+    assert out["voxel_size_um"] == pytest.approx(25.0) and labels.shape == (24, 24, 24)
+    assert labels.dtype == np.uint8 and inst.dtype == np.int32
+    assert [(m["label"], m["name"], m["material"]) for m in out["materials"]] == [
+        (0, "background", "air"), (1, "ball", "Al"), (2, "brick", "Cu")]  # Al twice: one slot
+    assert np.count_nonzero(inst == 2) == 6 ** 3
+    lo = 11.5 - 3.5  # the index of the centre 0.025 * -3.5 mm
+    np.testing.assert_array_equal(np.argwhere(inst == 2).min(0), [lo] * 3)
+    np.testing.assert_array_equal(np.argwhere(inst == 2).max(0), [lo + 5] * 3)
+    assert np.count_nonzero(inst == 3) > 0 and np.count_nonzero(inst == 1) > 0
+    np.testing.assert_array_equal(labels, np.array([0, 1, 2, 1], np.uint8)[inst])
+    grid, _, _ = resolve(scan).truth
+    assert grid.voxel_size_um == pytest.approx(out["voxel_size_um"])
+    shift = (np.asarray(grid.origin_mm) - np.asarray(out["origin_mm"])) / 0.025  # x, y, z voxels
+    np.testing.assert_allclose(shift, np.rint(shift), atol=1e-9)
+    crop = inst[tuple(slice(o, o + n) for o, n in zip(np.rint(shift).astype(int)[::-1], grid.labels.shape))]
+    assert crop.shape == grid.labels.shape and np.count_nonzero(crop) == np.count_nonzero(inst)
+    np.testing.assert_array_equal(crop, grid.labels)
 
 
 def test_recorded_scenario_reproduces_the_sample_alone(dataset, tmp_path):

@@ -296,6 +296,51 @@ def paint_primitive(labels: np.ndarray, label: int, p: Mapping[str, Any], origin
         sub[z0:z0 + slab][np.broadcast_to(inside, sub[z0:z0 + slab].shape)] = label
 
 
+def paint_parts(labels: np.ndarray, values: Sequence[int], parts: Sequence[Mapping[str, Any]],
+                meshes: Sequence[MeshPart], origin_mm, voxel_um: float) -> None:
+    """Paint mesh and primitive parts onto a given grid, nested as the projector traces them.
+
+    A voxel takes the value of the innermost part that holds its centre: the parts are
+    nested by :func:`twin.meshes.nesting` on ``meshes`` (the projector's triangles; of two
+    parts that fill the same space the higher ``priority`` is inside) and painted outermost
+    first, meshes by :func:`paint_mesh`, primitives analytically by :func:`paint_primitive`
+    (half-open, see the module). Voxels outside every part keep their value.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (nz, ny, nx), integer
+        The grid, painted in place. Voxel ``[k, j, i]`` has its centre at
+        ``origin_mm + voxel_um / 1000 * (i, j, k)`` (x, y, z, mm).
+    values : sequence of int
+        The value painted for each part (``labels``' dtype must hold it).
+    parts : sequence of dict
+        The mesh and primitive entries of ``phantom.parts``, in order (no voxel parts).
+    meshes : sequence of MeshPart
+        ``twin.plan.parts_scene(parts)``: one per entry, in the same frame as ``origin_mm``.
+    origin_mm : (x, y, z)
+        Centre of voxel ``[0, 0, 0]``, mm.
+    voxel_um : float
+        Isotropic voxel of the grid, um.
+
+    Raises
+    ------
+    XrmInputError
+        Parts that overlap partially, or fill the same space without distinct priorities
+        (:func:`twin.meshes.nesting`).
+    """
+    if len(values) != len(parts) or len(parts) != len(meshes):
+        raise ValueError(f"{len(values)} values, {len(parts)} parts and {len(meshes)} meshes: "
+                         "one of each per part")
+    if not meshes:
+        return
+    depth = nesting(list(meshes)).sum(axis=0)  # [p, q]: q lies in p (priority resolved)
+    for q in sorted(range(len(meshes)), key=lambda q: (int(depth[q]), q)):
+        if parts[q].get("shape", "mesh") == "mesh":
+            paint_mesh(labels, values[q], meshes[q].triangles, origin_mm, voxel_um)
+        else:
+            paint_primitive(labels, values[q], parts[q], origin_mm, voxel_um)
+
+
 def paint_grid(labels: np.ndarray, lut: np.ndarray, grid: LabelGrid, origin_mm, voxel_um: float,
                exclude_box_mm=None) -> None:
     """Paint a voxel part (nearest voxel centre, as :func:`twin.measure.truth_on_grid`): its
@@ -404,14 +449,7 @@ def parts_truth(parts: Sequence[Mapping[str, Any]], meshes: Sequence[MeshPart],
         nxt = grids[n + 1].box_mm if n + 1 < len(grids) else None
         paint_grid(labels, lut.astype(dtype), g, origin, voxel_um, exclude_box_mm=nxt)
     if meshes:
-        inside = nesting(list(meshes))  # inside[p, q]: q lies in p (priority resolved)
-        depth = inside.sum(axis=0)
-        prim = [p for p in parts if p.get("shape") != "labels"]
-        for q in sorted(range(len(meshes)), key=lambda q: (int(depth[q]), q)):
-            p = prim[q]
-            if p.get("shape", "mesh") == "mesh":
-                paint_mesh(labels, mesh_label[q], meshes[q].triangles, origin, voxel_um)
-            else:
-                paint_primitive(labels, mesh_label[q], p, origin, voxel_um)
+        paint_parts(labels, mesh_label, [p for p in parts if p.get("shape") != "labels"], meshes,
+                    origin, voxel_um)
     grid = LabelGrid(labels, float(voxel_um), origin, tuple(mats), tuple(_unique(names)))
     return grid, [], None

@@ -2,10 +2,10 @@
 
 ``run_sample(spec, index, out_dir)`` draws the sample (:func:`twin.datasets.spec.draw_sample`),
 simulates the scan with :func:`twin.simulate.simulate_to` (the code ``xrm-twin simulate`` runs),
-takes the ground truth (``truth.h5`` for battery phantoms; for ``kind = "parts"`` an exact
-rasterisation of the primitives at voxel centres, see :func:`parts_labels`), optionally
-reconstructs onto the label grid (so volume and labels align voxel for voxel) and cuts
-random patches. The shard is written to a temporary name and renamed when complete; its
+takes the ground truth (``truth.h5`` for battery phantoms; for ``kind = "parts"`` the parts
+rasterised on the label grid by the code of their ``truth.h5``, see :func:`parts_labels`),
+optionally reconstructs onto the label grid (so volume and labels align voxel for voxel) and
+cuts random patches. The shard is written to a temporary name and renamed when complete; its
 bytes depend only on (spec, index) (no timestamps: ``track_times=False``, canonical JSON).
 A sidecar ``sample_NNNNNN.json`` holds the manifest row (parameters, SHA-256 of the shard).
 
@@ -172,96 +172,45 @@ def label_grid_for(spec: ScanSpec) -> tuple[tuple[int, int, int], float, tuple[f
     return shape, vox, origin  # type: ignore[return-value]
 
 
-def _inside(part: Mapping[str, Any], x: np.ndarray, y: np.ndarray, z: np.ndarray,
-            triangles: np.ndarray | None) -> np.ndarray:
-    """Boolean mask of voxel centres (broadcast x, y, z in mm) inside a primitive."""
-    shape = part.get("shape", "mesh")
-    c = [float(v) for v in part.get("center_mm", (0.0, 0.0, 0.0))]
-    dx, dy, dz = x - c[0], y - c[1], z - c[2]
-    if shape == "box":
-        s = [float(v) / 2 for v in part["size_mm"]]
-        return (np.abs(dx) <= s[0]) & (np.abs(dy) <= s[1]) & (np.abs(dz) <= s[2])
-    if shape == "sphere":
-        r = float(part["radius_mm"])
-        return dx * dx + dy * dy + dz * dz <= r * r
-    if shape in ("cylinder", "tube"):
-        axis = part.get("axis", "z")
-        a, (u, w) = {"x": (dx, (dy, dz)), "y": (dy, (dx, dz)), "z": (dz, (dx, dy))}[axis]
-        r2 = u * u + w * w
-        m = (r2 <= float(part["radius_mm"]) ** 2) & (np.abs(a) <= float(part["height_mm"]) / 2)
-        if shape == "tube":
-            m &= r2 >= float(part["inner_radius_mm"]) ** 2
-        return m
-    # a mesh: generalised winding number at the voxel centres inside its bounding box
-    from twin.meshes import winding_number
-
-    x, y, z = np.broadcast_arrays(x, y, z)
-    pts = np.stack([x.ravel(), y.ravel(), z.ravel()], axis=1)
-    lo, hi = triangles.reshape(-1, 3).min(0), triangles.reshape(-1, 3).max(0)
-    sel = np.all((pts >= lo) & (pts <= hi), axis=1)
-    out = np.zeros(len(pts), bool)
-    if sel.any():
-        out[sel] = winding_number(pts[sel], triangles) > 0.5
-    return out.reshape(x.shape)
-
-
 def parts_labels(spec: ScanSpec) -> dict[str, Any]:
     """Exact labels of a ``kind = "parts"`` scene on :func:`label_grid_for`'s grid.
 
-    A voxel takes the part that contains its centre; where parts nest, the inner part wins,
-    as in the projector (a part whose voxels all lie in another part is inside it; equal
-    footprints are ordered by ``priority``, the higher one inside). Label 0 is the
-    background, label ``k`` the ``k``-th distinct material in part order (the projector's
-    material slots); ``instances`` holds the part index + 1.
+    The parts are rasterised by :func:`twin.parts_truth.paint_parts`, the code of the
+    scene's ``truth.h5``: a voxel takes the part that contains its centre (primitives
+    analytically and half-open, ``lo <= x < hi``, ``r < R``; meshes by exact scan
+    conversion); where parts nest, the inner part wins, as in the projector
+    (:func:`twin.meshes.nesting` on the projector's triangles; of two parts that fill the
+    same space the higher ``priority`` is inside). Label 0 is the background, label ``k``
+    the ``k``-th distinct material in part order (the projector's material slots);
+    ``instances`` holds the part index + 1.
     """
-    from twin.materials import get_material
-    from twin.meshes import load_mesh_file
+    from twin.parts_truth import paint_parts
+    from twin.plan import parts_scene
 
     parts = list(spec.phantom["parts"])
     if any(isinstance(p, Mapping) and p.get("shape") == "labels" for p in parts):
         raise XrmInputError("datasets label kind = \"parts\" scenes of meshes and primitives; "
                             "voxel parts (shape = \"labels\") are not supported")
+    # mesh files relative to the scenario's file, as the projector reads them (twin.plan.resolve)
+    base_dir = Path(spec.origin).parent if spec.origin and not spec.origin.startswith("<") else Path(".")
+    meshes = parts_scene(parts, base_dir)
     shape, vox, origin = label_grid_for(spec)
-    nz, ny, nx = shape
-    x = (origin[0] + np.arange(nx) * vox / 1000.0)[None, None, :]
-    y = (origin[1] + np.arange(ny) * vox / 1000.0)[None, :, None]
-    z = (origin[2] + np.arange(nz) * vox / 1000.0)[:, None, None]
-    mats, masks = [], []
-    for p in parts:
-        mats.append(get_material(p["material"], p.get("density_g_cm3")))
-        tri = None
-        if p.get("shape", "mesh") == "mesh":
-            tri = load_mesh_file(p["file"], repair=bool(p.get("repair", False)),
-                                 scale_to_mm=float(p.get("scale_to_mm", 1.0)))
-        masks.append(np.broadcast_to(_inside(p, x, y, z, tri), shape))
     n = len(parts)
-    prio = [p.get("priority") for p in parts]
-    depth = np.zeros(n, int)
-    for q in range(n):
-        if not masks[q].any():
-            continue
-        for o in range(n):
-            if o == q or not masks[o].any():
-                continue
-            if np.array_equal(masks[q], masks[o]):
-                inner = (prio[q] or 0, q) > (prio[o] or 0, o)
-            else:
-                inner = not np.any(masks[q] & ~masks[o])
-            depth[q] += int(inner)
+    instances = np.zeros(shape, np.int32)
+    paint_parts(instances, range(1, n + 1), parts, meshes, origin, vox)
+    mats = [m.material for m in meshes]
     slots: list = []
     for m in mats:
         if m not in slots:
             slots.append(m)
     dtype = np.uint8 if len(slots) < 255 else np.uint16
-    labels = np.zeros(shape, dtype)
-    instances = np.zeros(shape, np.int32)
-    for i in sorted(range(n), key=lambda k: (int(depth[k]), k)):
-        labels[masks[i]] = slots.index(mats[i]) + 1
-        instances[masks[i]] = i + 1
+    lut = np.zeros(n + 1, dtype)  # instance (part index + 1) -> material slot
+    lut[1:] = [slots.index(m) + 1 for m in mats]
+    labels = lut[instances]
     materials = [{"label": 0, "name": "background", "material": "air", "density_g_cm3": 0.0}]
     for k, s in enumerate(slots, start=1):
-        first = next(i for i in range(n) if mats[i] == s)
-        materials.append({"label": k, "name": str(parts[first].get("name", f"part{first}")),
+        first = mats.index(s)
+        materials.append({"label": k, "name": meshes[first].name,
                           "material": s.name, "density_g_cm3": float(s.density_g_cm3)})
     return {"labels": labels, "instances": instances, "voxel_size_um": vox, "origin_mm": origin,
             "materials": materials}
