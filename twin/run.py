@@ -29,9 +29,13 @@ def run_scenario(spec: ScanSpec, out_dir: str | Path, *, preview: bool = False, 
     return run_prepared(prepare_run(spec, preview=preview, arch=arch), out_dir, quiet=quiet)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PreparedRun:
-    """A scenario checked and resolved for :func:`run_prepared` (:func:`prepare_run`)."""
+    """A scenario checked and resolved for :func:`run_prepared` (:func:`prepare_run`).
+
+    ``plan`` holds the phantom's label grids: :func:`run_prepared` takes it (sets it to None)
+    so that they are freed after the simulation, not kept through reconstruct and measure.
+    """
 
     spec: ScanSpec
     full_spec: ScanSpec
@@ -70,9 +74,13 @@ def run_prepared(run: PreparedRun, out_dir: str | Path, *, quiet: bool = False) 
     """Simulate, reconstruct, measure and report a :func:`prepare_run` result into ``out_dir``."""
     from twin.simulate import simulate_plan
 
+    if run.plan is None:
+        raise ValueError("this PreparedRun has been run already (its plan is freed)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    sim = simulate_plan(run.plan, out, arch=run.arch, quiet=quiet, t0=run.t0)
+    plan, run.plan = run.plan, None  # the grids go with the simulation
+    sim = simulate_plan(plan, out, arch=run.arch, quiet=quiet, t0=run.t0)
+    del plan
     return _reconstruct_measure_report(run.spec, run.full_spec, sim, run.resources, out,
                                        changes=run.changes, quiet=quiet)
 
