@@ -299,3 +299,16 @@ def test_a_defects_table_without_the_json_attribute_is_read_from_its_columns(tmp
         f.create_dataset("defects", data=np.array([("void", (1.0, 2.0, 3.0), 12.0)], dt))
     rows = read_truth(tmp_path / "t.h5")["defects"]
     assert rows == [{"type": "void", "center_mm": [1.0, 2.0, 3.0], "size_um": 12.0}]
+
+
+def test_the_voi_centre_of_a_parts_scene_goes_on_the_axis():
+    """docs/scenarios.md: geometry.sample_center_mm defaults to the VOI centre (as for a battery
+    phantom), and an explicit sample_center_mm wins."""
+    parts = [{"shape": "sphere", "material": "Al", "radius_mm": 0.3, "center_mm": [1.2, -0.7, 0.4]}]
+    s = scenario(parts, voxel_um=None)
+    d = {k: copy.deepcopy(getattr(s, k)) for k in ("name", "seed", "source", "geometry", "detector", "phantom")}
+    d["phantom"]["voi"] = {"center_mm": [1.2, -0.7, 0.4], "size_mm": [0.8, 0.8, 0.8]}
+    assert tuple(resolve(validate(d)).sample_center_mm) == pytest.approx((1.2, -0.7, 0.4))
+    d["geometry"]["sample_center_mm"] = [1.0, 0.0, 0.0]
+    assert tuple(resolve(validate(d)).sample_center_mm) == pytest.approx((1.0, 0.0, 0.0))
+    assert tuple(resolve(s).sample_center_mm) == (0.0, 0.0, 0.0)  # no VOI: the scene's origin

@@ -370,7 +370,8 @@ def resolve(spec: ScanSpec, *, with_scene: bool = True) -> Plan:
                                   ["shape", "file", "materials", "origin_mm", "voxel_size_um", "name"])
                 grids.append(labels_part(p, f"phantom.parts[{i}]", base_dir))
         meshes = parts_scene(plist, base_dir) if len(grids) < len(plist) or not plist else ()
-        center = sample_center(spec, (0.0, 0.0, 0.0))
+        voi = spec.phantom.get("voi")  # as for a battery phantom: the VOI centre on the axis
+        center = sample_center(spec, tuple(voi["center_mm"]) if voi else (0.0, 0.0, 0.0))
         sample_meshes, sample_grids = meshes, list(grids)  # the truth is in the sample frame
         if any(center):
             grids = [shifted(g, center) for g in grids]
