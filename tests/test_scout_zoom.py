@@ -36,3 +36,18 @@ def test_auto_voi_centres_the_bead(tmp_path):
     # and at the centre of the zoom volume within one scout voxel
     centre = np.asarray(z["origin_mm"]) + vs_mm * (np.array(vol.shape[::-1]) - 1) / 2
     assert np.linalg.norm(centre - chosen) <= scout_voxel_mm
+
+
+def test_a_mistake_in_the_zoom_is_found_before_the_scout_runs(tmp_path):
+    """A bad filter in [zoom] set = [...]: exit 2 naming it, and no output folder (it used to be
+    found after the whole scout scan)."""
+    text = (DATA / "scout_zoom_parts.toml").read_text()
+    marker = 'set = ["geometry.source_object_mm=10",'
+    assert marker in text
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace(marker, 'set = ["source.filter=\'HE9\'", "geometry.source_object_mm=10",', 1)
+                   .replace('scenario = "', f'scenario = "{DATA}/'))
+    res = CliRunner().invoke(app, ["run", str(bad), "--out", str(tmp_path / "sz"), "--arch", "cpu"])
+    assert res.exit_code == 2, res.output
+    assert "unknown filter (source.filter) 'HE9'" in " ".join(res.output.split())
+    assert not (tmp_path / "sz").exists()

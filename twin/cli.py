@@ -328,7 +328,7 @@ def run(
     try:
         from twin.run import prepare_run, run_plan, run_prepared
         from twin.scenario import load_raw, load_scenario
-        from twin.scout_zoom import is_scout_zoom, run_scout_zoom
+        from twin.scout_zoom import check_scout_zoom, is_scout_zoom, run_scout_zoom
 
         overrides = list(set_) + ([f"seed={seed}"] if seed is not None else [])
         raw, _origin = (None, None) if scenario.endswith(".pkl") else load_raw(scenario)
@@ -352,6 +352,7 @@ def run(
                 raise XrmInputError("--set applies to single scans; in a scout-and-zoom file give "
                                     "set = [...] in [scout] or [zoom]")
             _check_out(out, force)
+            check_scout_zoom(raw, Path(_origin).parent)  # both stages, before the folder
             _prepare_out(out, force)
             report = run_scout_zoom(raw, out, preview=preview, arch=arch, quiet=_state["quiet"],
                                     base_dir=Path(_origin).parent)

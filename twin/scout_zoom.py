@@ -89,6 +89,30 @@ def _stage(table: Mapping[str, Any], allowed: set, where: str, base_dir: Path):
     return load_scenario(name, list(table.get("set", [])))
 
 
+def check_scout_zoom(data: Mapping[str, Any], base_dir: str | Path = "."):
+    """Check a scout-and-zoom scenario before anything runs: its keys, both stages' scenarios
+    (keys, types, materials, ``[recon]``; then their source, filter, detector and geometry
+    values, resolved without a phantom) and the form of ``[zoom] voi``. Returns the two
+    stages' :class:`~twin.scenario.ScanSpec` (scout, zoom). The CLI calls it before it makes
+    the output folder, so a mistake in the zoom is not found after the scout has run."""
+    from twin.plan import resolve
+
+    extra = set(data) - SCOUT_ZOOM_KEYS
+    if extra:
+        raise unknown("key of a scout-and-zoom scenario", sorted(extra)[0], sorted(SCOUT_ZOOM_KEYS))
+    for where in ("scout", "zoom"):
+        if not isinstance(data.get(where), Mapping):
+            raise XrmInputError(f"a scout-and-zoom scenario needs a [{where}] table")
+    scout = _stage(data["scout"], STAGE_KEYS, "scout", Path(base_dir))
+    zoom = _stage(data["zoom"], ZOOM_KEYS, "zoom", Path(base_dir))
+    voi = data["zoom"].get("voi", "auto")
+    if voi != "auto" and not (isinstance(voi, Mapping) and "center_mm" in voi and len(voi["center_mm"]) == 3):
+        raise XrmInputError(f"[zoom] voi must be \"auto\" or {{center_mm = [x, y, z]}}, got {voi!r}")
+    for spec in (scout, zoom):
+        resolve(spec, with_scene=False)
+    return scout, zoom
+
+
 def run_scout_zoom(data: Mapping[str, Any], out_dir: str | Path, *, preview: bool = False,
                    arch: str = "auto", quiet: bool = False, base_dir: str | Path = ".") -> dict[str, Any]:
     """Run the scout, choose the VOI, run the zoom; write a combined report.json."""
@@ -96,12 +120,8 @@ def run_scout_zoom(data: Mapping[str, Any], out_dir: str | Path, *, preview: boo
     from twin.report import write_report
     from twin.run import run_scenario
 
-    extra = set(data) - SCOUT_ZOOM_KEYS
-    if extra:
-        raise unknown("key of a scout-and-zoom scenario", sorted(extra)[0], sorted(SCOUT_ZOOM_KEYS))
-    scout = _stage(data["scout"], STAGE_KEYS, "scout", Path(base_dir))
+    scout, zoom = check_scout_zoom(data, base_dir)
     zoom_table = data["zoom"]
-    zoom = _stage(zoom_table, ZOOM_KEYS, "zoom", Path(base_dir))
     out = Path(out_dir)
     scout_report = run_scenario(scout, out / "scout", preview=preview, arch=arch, quiet=quiet)
     rec = read_volume(out / "scout" / "recon.h5")
@@ -116,10 +136,8 @@ def run_scout_zoom(data: Mapping[str, Any], out_dir: str | Path, *, preview: boo
     if voi == "auto":
         center = choose_voi_center(rec["volume"], scout_voxel, rec["origin_mm"], voi_size,
                                    zoom_table.get("feature", "structure"))
-    elif isinstance(voi, Mapping) and "center_mm" in voi:
+    else:  # checked by check_scout_zoom
         center = tuple(float(c) for c in voi["center_mm"])
-    else:
-        raise XrmInputError(f"[zoom] voi must be \"auto\" or {{center_mm = [x, y, z]}}, got {voi!r}")
     phantom = dict(zoom.phantom)
     if phantom["kind"] != "parts":
         phantom["voi"] = {"center_mm": list(center), "size_mm": list(voi_size)}
