@@ -161,3 +161,11 @@ def test_measure_report_carries_the_scan_keys_of_its_recon_file(tmp_path):
     assert r["timing_s"]["measure"] > 0 and r["metrology"] and r["metrology_truth"]
     with h5py.File(out / "recon.h5") as f:
         assert f.attrs["source_file"] == "projections.h5"  # relative: the same bytes in any folder
+
+
+def test_plan_refuses_a_scan_that_cannot_fit(tmp_path):
+    res = runner.invoke(app, ["plan", str(DATA / "small_parts.toml"), "--out", str(tmp_path / "p.pkl"),
+                              "--set", "detector.pixels=[200000, 200000]"])
+    assert res.exit_code == 2, res.output
+    assert "200000 x 200000 detector pixels" in _text(res) and "this machine allows" in _text(res)
+    assert not (tmp_path / "p.pkl").exists()

@@ -110,3 +110,47 @@ def test_cli_commands(tmp_path):
     assert (tmp_path / "o" / "optimise.json").exists()
     r = runner.invoke(app, ["optimise", "pouch-highres", "--kvp", "10,100", "--out", str(tmp_path / "o2")])
     assert r.exit_code == 2
+
+
+def test_a_row_file_of_other_settings_is_recomputed_not_reused(tmp_path, monkeypatch):
+    """A rerun of `sweep --full` into a folder of another grid used to return the old rows under
+    the new settings. A row file now answers only for the inputs it was computed from."""
+    import json
+
+    from twin.optimise import fullsim
+    from twin.optimise.sweep import _full_row
+    from twin.scenario import load_scenario
+
+    calls = []
+
+    def fake(base, row, task, *, pixels, max_views):
+        calls.append(dict(row))
+        return {"cnr": 1.0, "d_prime": float(row["detector.exposure_s"]), "d_prime_model": 1.0,
+                "cnr_model": 1.0, "voxel_um": 1.0, "views_simulated": 10}
+
+    monkeypatch.setattr(fullsim, "full_simulation", fake)
+    spec = load_scenario("pouch-highres")
+    spec_json = spec.to_json()
+    path = str(tmp_path / "00000.json")
+    first = _full_row(spec_json, spec.origin, {"detector.exposure_s": 1.0}, "void:15um@cathode", 64, 60, path)
+    assert first["d_prime"] == 1.0 and len(calls) == 1
+    same = _full_row(spec_json, spec.origin, {"detector.exposure_s": 1.0}, "void:15um@cathode", 64, 60, path)
+    assert same == json.loads((tmp_path / "00000.json").read_text()) and len(calls) == 1  # reused
+    other = _full_row(spec_json, spec.origin, {"detector.exposure_s": 2.0}, "void:15um@cathode", 64, 60, path)
+    assert other["d_prime"] == 2.0 and len(calls) == 2  # another setting: recomputed
+    _full_row(spec_json, spec.origin, {"detector.exposure_s": 2.0}, "void:15um@cathode", 96, 60, path)
+    assert len(calls) == 3  # another size: recomputed
+
+
+def test_workers_zero_runs_in_this_process(tmp_path):
+    res = run_sweep("pouch-highres", ["source.kvp=60"], scheduler="local", n_workers=0, out=tmp_path)
+    assert res["n_settings"] == 1
+    with pytest.raises(XrmInputError, match="--workers must be >= 0"):
+        run_sweep("pouch-highres", ["source.kvp=60"], scheduler="local", n_workers=-1, out=tmp_path)
+
+
+@pytest.mark.parametrize("kw,option", [({"pixels": 0}, "--full-pixels"), ({"max_views": 2}, "--full-views")])
+def test_full_sweep_sizes_are_checked_first(tmp_path, kw, option):
+    with pytest.raises(XrmInputError, match=f"{option} must be an integer >= 8"):
+        run_sweep("pouch-highres", ["source.kvp=60"], full=True, scheduler="none", out=tmp_path / "o", **kw)
+    assert not (tmp_path / "o").exists()

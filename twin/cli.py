@@ -159,6 +159,9 @@ def plan(
             spec, _ = preview_spec(spec)
         if phantom not in ("grids", "recipe"):
             raise XrmInputError(f"--phantom must be grids or recipe, got {phantom!r}")
+        from twin.simulate import check_simulate_fits
+
+        check_simulate_fits(spec)  # the memory the plan's scan needs, before resolving it
         save_plan(resolve(spec), out, phantom=phantom)
         if not _state["quiet"]:
             size = out.stat().st_size

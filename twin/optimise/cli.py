@@ -61,7 +61,7 @@ def sweep(
                                   "'none' (this process) or a Dask scheduler address."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (sweep.csv, sweep.json, figures/)."),
     a90: bool = typer.Option(False, "--a90", help="Add the a90_um column (fast model)."),
-    workers: int = typer.Option(2, "--workers", help="Workers of the local cluster."),
+    workers: int = typer.Option(2, "--workers", help="Workers of the local cluster (0: in this process)."),
     pixels: int = typer.Option(96, "--full-pixels", help="Detector size of --full simulations."),
     max_views: int = typer.Option(180, "--full-views", help="Views simulated at most with --full "
                                   "(d' rescaled to the setting's views)."),
@@ -69,8 +69,8 @@ def sweep(
 ) -> None:
     """Score a grid of settings: CNR, d', POD and scan time per setting.
 
-    Example: `xrm-twin sweep pouch-highres --vary source.kvp=40:100:10 --vary source.filter=LE1,LE2,LE4
-    --vary detector.exposure_s=1,4,15 --out runs/sweep`
+    Example: `xrm-twin sweep pouch-highres --vary source.kvp=40,60,80,100 --vary source.filter=LE1,LE2,LE4
+    --vary detector.exposure_s=1,4,15 --out runs/sweep` (a range: LO:HI:STEP)
     """
     try:
         from twin.optimise.sweep import run_sweep

@@ -14,8 +14,9 @@ allowed ones.
 Parallelism: settings are split into chunks that run on Dask workers: a ``LocalCluster`` by
 default (``scheduler="local"``), an existing scheduler (``scheduler="tcp://host:8786"``), or in
 this process (``scheduler="none"``). Full simulations are one task per setting; each result is
-written to ``DIR/rows/NNNNN.json`` atomically, and a rerun into the same folder skips the rows
-already done (a crashed sweep resumes).
+written to ``DIR/rows/NNNNN.json`` atomically with a digest of its inputs (scenario, setting,
+task, sizes), and a rerun into the same folder skips the rows already done with the same inputs
+(a crashed sweep resumes; a row of another grid is recomputed, not reused).
 """
 
 from __future__ import annotations
@@ -120,8 +121,19 @@ def _full_row(spec_json: str, origin: str, row: dict, task: str, pixels: int, ma
     from twin.optimise.fullsim import full_simulation
     from twin.scenario import validate
 
+    import hashlib
+
+    # a row file answers for its exact inputs: a rerun with another grid, scenario, task or
+    # size recomputes the row instead of reusing a result that belongs to other settings
+    key = hashlib.sha256(json.dumps([spec_json, row, task, int(pixels), int(max_views)], sort_keys=True,
+                                    default=str).encode()).hexdigest()
     if path and Path(path).exists():
-        return json.loads(Path(path).read_text())
+        try:
+            saved = json.loads(Path(path).read_text())
+        except ValueError:
+            saved = None
+        if isinstance(saved, dict) and saved.get("inputs_sha256") == key:
+            return saved
     base = validate(json.loads(spec_json), origin)
     res = full_simulation(base, row, task, pixels=pixels, max_views=max_views)
     spec = row_specs(base, [row])[0]
@@ -130,6 +142,7 @@ def _full_row(spec_json: str, origin: str, row: dict, task: str, pixels: int, ma
 
     res["pod"] = float(pod_from_dprime(res["d_prime"]))
     res["scan_time_h"] = scenario_scan_time_s(spec.geometry, spec.detector) / 3600.0
+    res["inputs_sha256"] = key
     if path:
         write_text_atomic(path, json.dumps(res, default=float))
     return res
@@ -141,8 +154,10 @@ class _Runner:
     def __init__(self, scheduler: str | None, n_workers: int = 2):
         self.client = None
         self.cluster = None
-        if scheduler in (None, "", "none", "sync"):
-            return
+        if scheduler in (None, "", "none", "sync") or (scheduler == "local" and n_workers == 0):
+            return  # in this process (--workers 0, as for datasets)
+        if n_workers < 0:
+            raise XrmInputError(f"--workers must be >= 0 (0: in this process), got {n_workers}")
         from dask.distributed import Client, LocalCluster
 
         if scheduler == "local":
@@ -206,6 +221,10 @@ def run_sweep(scenario: str | ScanSpec, vary: Sequence[str] | Sequence[tuple[str
         ``columns`` (list), ``rows`` (list of dicts), ``task``, ``seconds``, ``n_settings``.
     """
     t0 = time.perf_counter()
+    if full:  # the sizes of the small simulations, named by their options, before any work
+        for option, value in (("--full-pixels", pixels), ("--full-views", max_views)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 8:
+                raise XrmInputError(f"{option} must be an integer >= 8, got {value!r}")
     base = scenario if isinstance(scenario, ScanSpec) else load_scenario(scenario, list(overrides))
     pairs = parse_vary(vary) if vary and isinstance(next(iter(vary)), str) else list(vary or [])
     keys = [k for k, _ in pairs]
