@@ -144,3 +144,13 @@ def test_cli_function_registers_on_a_typer_app(tmp_path):
     r = CliRunner().invoke(app, ["dataset", "example", "--out", str(tmp_path / "o"), "--workers", "2",
                                  "--scheduler", "tcp://127.0.0.1:1"])
     assert r.exit_code == 2 and "either --workers or --scheduler" in " ".join(r.output.split())
+
+
+@pytest.mark.parametrize("source,pattern", [
+    ({"kvp": {"uniform": [60, 200]}}, "parameters.source.kvp can be 200"),
+    ({"filter": {"choices": ["LE2", "LE9"]}}, "parameters.source.filter can be 'LE9'"),
+])
+def test_a_parameter_limit_the_instrument_refuses_is_found_when_the_spec_loads(source, pattern):
+    """Not by the samples that happen to draw it after the run has started."""
+    with pytest.raises(XrmInputError, match=pattern):
+        tiny_spec(parameters={"source": source})

@@ -569,8 +569,49 @@ def validate_dataset_spec(data: Mapping[str, Any], *, origin: str = "<memory>",
                        split=_check_split(data.get("split", {"train": 0.8, "val": 0.1, "test": 0.1}), origin),
                        arch=arch, threads_per_task=threads, raw=copy.deepcopy(dict(data)), origin=origin)
     # dry run: draw sample 0 and validate its scenario (types of drawn values, nesting keys)
-    draw_sample(spec, 0)
+    first = draw_sample(spec, 0)
+    check_parameter_limits(spec, first)
     return spec
+
+
+#: Sections whose values :func:`check_parameter_limits` resolves (the phantom is built per sample).
+_RESOLVED_SECTIONS = ("source", "geometry", "detector")
+
+
+def parameter_limits(p: Param) -> list[Any]:
+    """The values a distribution reaches at its limits: the ends of a range (``uniform``,
+    ``loguniform``, ``integers``; a ``normal``'s finite bounds), every one of ``choices``."""
+    a = p.args
+    if p.kind == "value":
+        return [a]
+    if p.kind in ("uniform", "loguniform", "integers"):
+        return [a[0], a[1]]
+    if p.kind == "normal":
+        return [v for v in (p.lo, p.hi) if v is not None]
+    if p.kind == "choices":
+        return list(a)
+    return []
+
+
+def check_parameter_limits(spec: DatasetSpec, first: "SampleDraw") -> None:
+    """Resolve sample 0's scenario with each source, geometry and detector parameter at each of
+    its limits (:func:`parameter_limits`), so that a range reaching outside what the instrument
+    allows (``source.kvp = {uniform = [60, 200]}``) or a choice that does not exist (a filter
+    ``"LE9"``) is refused when the spec is loaded, naming the parameter, not by every sample
+    that happens to draw it after the run has started."""
+    from twin.plan import resolve
+
+    for p in spec.params:
+        if p.path.split(".")[0] not in _RESOLVED_SECTIONS:
+            continue
+        for value in parameter_limits(p):
+            scenario = copy.deepcopy(first.scenario)
+            set_path(scenario, p.path, copy.deepcopy(value))
+            try:
+                resolve(validate(scenario, spec.origin), with_scene=False)
+            except XrmInputError as exc:
+                raise XrmInputError(f"{spec.origin}: parameters.{p.path} can be {value!r}, which is "
+                                    f"refused: {exc}") from None
 
 
 # ------------------------------------------------------------------------------- drawing
