@@ -154,3 +154,9 @@ def test_a_parameter_limit_the_instrument_refuses_is_found_when_the_spec_loads(s
     """Not by the samples that happen to draw it after the run has started."""
     with pytest.raises(XrmInputError, match=pattern):
         tiny_spec(parameters={"source": source})
+
+
+def test_a_misspelt_distribution_is_named_as_one():
+    with pytest.raises(XrmInputError, match=r"parameters.source.kvp: unknown distribution 'unifrm'; "
+                                            r"did you mean 'uniform'"):
+        tiny_spec(parameters={"source": {"kvp": {"unifrm": [60, 90]}}})

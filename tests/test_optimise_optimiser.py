@@ -71,6 +71,8 @@ def test_infeasible_task_reports_best_achievable(tmp_path):
     ({"binnings": (3,)}, "1, 2, 4"),
     ({"filters": ("LE7",)}, "unknown filter"),
     ({"exposure_s": (0.0, 10.0)}, "0-600 s"),
+    ({"exposure_s": (5.0, 1.0)}, r"detector.exposure_s range 5,1: give the lower end first"),
+    ({"kvp": (120.0, 60.0)}, r"source.kvp range 120,60: give the lower end first"),
 ])
 def test_search_space_outside_instrument_is_refused(kw, words):
     with pytest.raises(XrmInputError, match=words):

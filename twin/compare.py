@@ -258,8 +258,8 @@ def compare_runs(before_dir: str | Path, after_dir: str | Path, out_dir: str | P
 
     before, after = _load_run(Path(before_dir)), _load_run(Path(after_dir))
     if abs(before["voxel_size_um"] / after["voxel_size_um"] - 1) > 1e-6:
-        raise XrmInputError(f"before and after have different voxels ({before['voxel_size_um']} "
-                            f"and {after['voxel_size_um']} um): scan both at the same settings")
+        raise XrmInputError(f"before and after have different voxels ({float(before['voxel_size_um']):.4g} "
+                            f"and {float(after['voxel_size_um']):.4g} um): scan both at the same settings")
     if before["volume"].shape != after["volume"].shape:
         raise XrmInputError(f"before {before['volume'].shape} and after {after['volume'].shape} "
                             "volumes differ in shape: reconstruct both on the same grid")

@@ -366,7 +366,7 @@ def load_raw(source: str | Path) -> tuple[dict[str, Any], str]:
             msg = f"no scenario file or built-in named {str(source)!r}"
             if hint:
                 msg += f"; did you mean {', '.join(repr(h) for h in hint)}?"
-            raise XrmInputError(msg + f" Built-ins: {', '.join(names)}")
+            raise XrmInputError(msg + f"{'' if hint else ';'} Built-ins: {', '.join(names)}")
     if not p.is_file():
         raise XrmInputError(f"scenario file {str(p)!r} does not exist")
     try:

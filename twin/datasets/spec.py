@@ -370,6 +370,10 @@ def check_param_path(path: str, scenario: Mapping[str, Any], where: str) -> None
     schema = SCHEMA[section]
     if keys[1] in schema and (len(keys) == 2 or dict in schema[keys[1]][0]):
         return
+    if len(keys) == 3 and keys[1] in schema and dict not in schema[keys[1]][0]:
+        # {unifrm = [60, 90]} under a plain key: a misspelt distribution, not a deeper key
+        raise XrmInputError(f"{where}: parameters.{section}.{keys[1]}: "
+                            + str(unknown("distribution", keys[2], DIST_KINDS)))
     node: Any = given
     for k in keys[1:]:
         if not isinstance(node, Mapping) or k not in node:

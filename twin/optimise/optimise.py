@@ -74,6 +74,11 @@ class SearchSpace:
     kv_step: float = 5.0
 
     def check(self) -> None:
+        for key, (lo, hi) in (("source.kvp", self.kvp), ("source.power_w", self.power_w),
+                              ("detector.exposure_s", self.exposure_s)):
+            if lo > hi:
+                raise XrmInputError(f"{key} range {lo:g},{hi:g}: give the lower end first (LO,HI)")
+
         def rng(key, lo, hi, a, b, unit):
             if not (a <= lo <= hi <= b):
                 raise XrmInputError(f"{key} range {lo:g}-{hi:g} {unit} is outside the instrument's "
