@@ -43,8 +43,13 @@ def test_fast_sweep_writes_table_and_figures(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12
     for col in ("source.kvp", "source.filter", "geometry.projections", "cnr", "d_prime", "pod",
-                "scan_time_h"):
-        assert col in rows[0]
+                "auc", "scan_time_h", "hardening", "fov_mm"):  # docs/optimisation.md's outputs
+        assert col in rows[0], col
+    from scipy.stats import norm
+
+    for r in rows:  # AUC of two equal-variance normals d' apart
+        assert float(r["auc"]) == pytest.approx(norm.cdf(float(r["d_prime"]) / 2 ** 0.5), rel=1e-9)
+        assert float(r["fov_mm"]) > 0 and float(r["hardening"]) >= 0
     data = json.loads((tmp_path / "sweep.json").read_text())
     assert data["task"] == "void:15um@cathode" and len(data["rows"]) == 12
     assert (tmp_path / "figures" / "dprime_vs_time.png").exists()

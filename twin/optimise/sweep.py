@@ -39,10 +39,10 @@ from twin.scenario import ScanSpec, load_scenario
 
 __all__ = ["parse_vary", "grid_rows", "default_task", "run_sweep", "SCORE_COLUMNS"]
 
-SCORE_COLUMNS = ("cnr", "d_prime", "pod", "scan_time_h")
+SCORE_COLUMNS = ("cnr", "d_prime", "pod", "auc", "scan_time_h")
 DIAG_COLUMNS = ("a90_um", "delta_mu_per_mm", "sigma_voxel_per_mm", "voxel_um", "resolution_fwhm_um",
-                "transmission", "detected_mean_kev", "quanta_per_pixel_view",
-                "flat_full_well_fraction")
+                "transmission", "hardening", "detected_mean_kev", "quanta_per_pixel_view",
+                "flat_full_well_fraction", "fov_mm")
 #: Task used when none is given, by phantom kind (the paper's questions).
 DEFAULT_TASKS = {"pouch_lfp": "void:15um@cathode", "nimh_aaa": "delamination:5um@nimh_positive",
                  "coin_na_ion": "void:20um@na_cathode"}
