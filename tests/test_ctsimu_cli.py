@@ -66,6 +66,31 @@ def test_export_then_run(tmp_path):
     assert mesh.is_watertight and abs(mesh.volume - np.pi * 0.5**2 * 1.5) < 0.02 * np.pi * 0.5**2 * 1.5
 
 
+
+def test_a_second_run_into_the_same_folder_is_refused_and_force_clears_stale_frames(tmp_path):
+    """A rerun must not leave an earlier run's extra TIFFs beside a metadata file that no longer
+    counts them: refused without --force (nothing touched), replaced with it (other files kept)."""
+    (tmp_path / "s.toml").write_text(TOML)
+    runner = CliRunner()
+    scen = tmp_path / "ct" / "s.json"
+    assert runner.invoke(ctsimu_app, ["export", str(tmp_path / "s.toml"), "--out", str(scen)]).exit_code == 0
+    out = tmp_path / "out"
+    args = ["run", str(scen), "--out", str(out), "--supersample", "1", "--arch", "cpu"]
+    assert runner.invoke(ctsimu_app, args).exit_code == 0
+    stale = out / "cli-rt_0007.tif"  # as if an earlier run had had 8 views
+    stale.write_bytes(b"old frame")
+    (out / "my_notes.txt").write_text("keep me")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    r = runner.invoke(ctsimu_app, args)
+    assert r.exit_code == 2, r.output
+    assert "earlier run" in r.output and "--force" in r.output
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    r = runner.invoke(ctsimu_app, args + ["--force"])
+    assert r.exit_code == 0, r.output
+    assert not stale.exists() and (out / "my_notes.txt").read_text() == "keep me"
+    frames = sorted(p.name for p in out.glob("cli-rt_[0-9]*.tif"))
+    assert frames == ["cli-rt_0000.tif", "cli-rt_0001.tif"]
+
 def test_run_refuses_unsupported_with_exit_code_2(tmp_path):
     (tmp_path / "s.toml").write_text(TOML)
     runner = CliRunner()

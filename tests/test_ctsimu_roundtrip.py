@@ -68,3 +68,62 @@ def test_ctsimu_path_matches_twin_path(tmp_path):
     t_twin = d["projections"] / d["flats"][0]
     t_ct = imgs["projections"].astype(float) / imgs["flats"][0]
     np.testing.assert_allclose(t_ct, t_twin, rtol=2e-3, atol=2e-4)
+
+
+def _noisy_spec(tmp_path, flats: int):
+    data = {"name": "noisy", "seed": 5,
+            "source": {"kvp": 80.0, "power_w": 10.0, "filter": [{"material": "Al", "thickness_mm": 0.5}]},
+            "geometry": {"source_object_mm": 40.0, "object_detector_mm": 60.0, "objective": "flat-panel",
+                         "projections": 2},
+            "detector": {"pixels": [16, 16], "pixel_um": 100.0, "flats": flats, "darks": 1,
+                         "exposure_s": 0.01},  # ~60 % of the full well
+            "phantom": {"kind": "parts", "parts": [
+                {"shape": "sphere", "center_mm": [0.0, 0.0, 0.0], "radius_mm": 0.3, "material": "Al"}]}}
+    return validate(data, str(tmp_path / "noisy.toml"))
+
+
+def test_a_noisy_scenario_exports_its_flat_field_snr_and_focal_spot(tmp_path):
+    """CTSimU's snr_at_imax is the SNR of one read of the brightest free-beam pixel: the exported
+    value must match the scatter of the twin's own sampled flat fields (400 reads per pixel), and
+    the focal spot must blur the CTSimU path as much as the twin's."""
+    from twin.acquisition import flats_and_darks
+    from twin.ctsimu.run import spot_blur_sigma_px
+    from twin.plan import resolve
+
+    n = 400
+    spec = _noisy_spec(tmp_path, flats=n)
+    res = export_scenario(spec, tmp_path / "noisy_ctsimu.json")
+    import json
+
+    data = json.loads((tmp_path / "noisy_ctsimu.json").read_text())
+    snr = data["detector"]["noise"]["snr_at_imax"]["value"]
+    assert any("snr_at_imax" in note for note in res["notes"])
+    plan = resolve(spec, with_scene=False)
+    from twin.acquisition import flat_field_full_well_fraction
+
+    assert 0.3 < flat_field_full_well_fraction(plan) < 0.9  # the premise: no clipped flat
+    flats, darks = flats_and_darks(plan)
+    assert flats.shape == (n, 16, 16)
+    mean = flats.astype(float).mean(axis=0) - plan.detector.offset_adu
+    std = flats.astype(float).std(axis=0, ddof=1)
+    # the central 6 x 6 pixels: the brightest (on the beam axis, the flat falls off slowly) and
+    # far enough from the border that the screen blur is not truncated there
+    centre = (slice(5, 11), slice(5, 11))
+    measured = float(np.mean(mean[centre] / std[centre]))
+    assert snr == pytest.approx(measured, rel=0.03), (snr, measured)
+    assert 5 < snr < 1e4  # a plausible flat field, not a degenerate one
+    # the focal spot: the CTSimU runner's blur equals the twin's
+    sc = read_scenario(tmp_path / "noisy_ctsimu.json")
+    sig_rows, sig_cols = spot_blur_sigma_px(sc)
+    assert plan.source_blur_sigma_px > 0
+    assert sig_rows == pytest.approx(plan.source_blur_sigma_px, rel=1e-6)
+    assert sig_cols == pytest.approx(plan.source_blur_sigma_px, rel=1e-6)
+
+
+def test_an_ideal_scenario_exports_no_noise_and_a_point_spot(tmp_path):
+    import json
+
+    export_scenario(_spec(tmp_path), tmp_path / "rt_ctsimu.json")
+    data = json.loads((tmp_path / "rt_ctsimu.json").read_text())
+    assert data["detector"]["noise"]["snr_at_imax"]["value"] is None
+    assert all(v["value"] == 0.0 for v in data["source"]["spot"]["sigma"].values())

@@ -65,6 +65,17 @@ def test_values_outside_the_instrument_are_refused(pouch, row, words):
         evaluate(pouch, [row], "void:15um@cathode")
 
 
+def test_a_preview_scenario_outside_the_instrument_is_scored_but_not_proposed():
+    """quickstart bins 8x (a preview the camera does not offer): its own settings are scored
+    and other keys can be varied, but a row proposing 8x binning is refused."""
+    quick = load_scenario("quickstart")
+    assert quick.geometry["binning"] == 8  # the premise
+    e = evaluate(quick, [{}, {"source.kvp": 100.0}], "delamination:5um@nimh_positive")
+    assert np.all(np.isfinite(e["d_prime"])) and np.all(e["d_prime"] > 0)
+    with pytest.raises(XrmInputError, match="geometry.binning = 8 is outside"):
+        evaluate(load_scenario("pouch-highres"), [{"geometry.binning": 8}], "void:15um@cathode")
+
+
 # ----------------------------------------------------------------------------- model pieces
 
 

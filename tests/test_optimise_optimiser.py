@@ -26,6 +26,23 @@ def test_optimum_kv_matches_brute_force_grid():
     assert 35 <= kv_grid <= 120  # an interior optimum: contrast falls, transmission rises with kV
     # the optimiser's d' is at least the grid's best (it refines between grid points)
     assert res["best"]["d_prime"] >= 0.99 * float(np.max(e["d_prime"]))
+    assert res["notes"] == []  # 3201 views is above pi/2 x columns: nothing to warn about
+
+
+def test_a_views_range_below_the_sampling_floor_is_kept_but_noted():
+    """An explicit --views range replaces the pi/2 x columns floor (few-view studies are fair),
+    and the result says the fast model does not score the undersampling."""
+    base = load_scenario("pouch-highres")
+    space = SearchSpace(kvp=(60.0, 60.0), power_w=(6.5, 6.5), filters=("LE2",), objectives=("4x",),
+                        binnings=(2,), exposure_s=(1.0, 1.0), views=(60, 200), kv_step=10.0)
+    res = optimise(base, "void:15um@cathode", space=space, objective="dprime", max_hours=20.0, refine=1)
+    cols = res["best"]["settings"]["detector.pixels"][0]
+    floor = int(np.ceil(np.pi / 2 * cols))
+    assert floor > 200  # the premise: every allowed view count is below the floor
+    assert 60 <= res["best"]["settings"]["geometry.projections"] <= 200  # the user's range is kept
+    assert len(res["notes"]) == 2, res["notes"]
+    assert "below the angular-sampling floor" in res["notes"][0]
+    assert f"below its floor of {floor}" in res["notes"][1]
 
 
 @pytest.mark.slow

@@ -60,12 +60,19 @@ def test_fast_sweep_writes_table_and_figures(tmp_path):
     assert a[1]["scan_time_h"] > a[0]["scan_time_h"] and a[1]["d_prime"] > a[0]["d_prime"]
 
 
-def test_fast_sweep_on_dask_local_cluster_matches_in_process(tmp_path):
+def test_fast_sweep_on_dask_local_cluster_matches_in_process(tmp_path, caplog):
+    import logging
+
     vary = ["source.kvp=50,70", "detector.exposure_s=1,3"]
     local = run_sweep("pouch-highres", vary, scheduler="none", plots=False)
-    dask = run_sweep("pouch-highres", vary, scheduler="local", out=tmp_path, n_workers=2, plots=False)
+    with caplog.at_level(logging.INFO):
+        dask = run_sweep("pouch-highres", vary, scheduler="local", out=tmp_path, n_workers=2, plots=False)
     for a, b in zip(local["rows"], dask["rows"]):
         assert a["d_prime"] == pytest.approx(b["d_prime"], rel=1e-9)
+    # Dask's own INFO chatter ("Closing Nanny ...") is held back unless xrm-twin is verbose
+    chatter = [r.getMessage() for r in caplog.records
+               if r.name.startswith("distributed") and r.levelno < logging.WARNING]
+    assert chatter == [], chatter[:3]
 
 
 def test_unreachable_scheduler_is_an_input_error():

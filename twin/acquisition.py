@@ -300,6 +300,41 @@ def flat_field_quanta_and_electrons(plan: Plan) -> tuple[float, float]:
     return float(fs[0].mean()), float(k * fs[1].mean())
 
 
+def blurred_noise_fraction(sigma_px: float) -> float:
+    """Per-pixel variance of white noise after the twin's Gaussian blur, over before.
+
+    ``sum(w^2)`` of the 2-D kernel :func:`_blur` applies (separable: the square of the 1-D sum;
+    1 for a blur below 0.05 px, which :func:`_blur` skips).
+    """
+    if sigma_px <= 0.05:
+        return 1.0
+    delta = np.zeros(int(2 * np.ceil(4.0 * sigma_px)) + 9)
+    delta[delta.size // 2] = 1.0
+    w = gaussian_filter(delta, sigma_px, mode="nearest", truncate=4.0)
+    return float(np.sum(w * w) ** 2)
+
+
+def flat_field_snr_at_brightest_pixel(plan: Plan) -> float:
+    """Mean over standard deviation of one flat-field read at the brightest pixel (no sample).
+
+    The detector model's noise (:meth:`twin.detector.DetectorModel.noise_variance_adu2`:
+    Poisson on absorbed quanta with the Swank factor, reduced by the optical blur, then dark
+    current, read noise and quantisation) on the expected flat field of :func:`flat_sums`, one
+    frame, without the per-pixel gain map. What a user measures as mean/std of a flat.
+    """
+    det = plan.detector
+    if det.ideal:
+        raise ValueError("an ideal detector has no noise")
+    fs = flat_sums(plan)
+    i = int(np.argmax(fs[1]))
+    deposited_kev, second_moment_kev2 = float(fs[1].flat[i]), float(fs[2].flat[i])
+    mean_adu = det.electrons_per_kev * deposited_kev / det.gain_e_per_adu
+    var_adu2 = float(det.noise_variance_adu2(
+        np.array(deposited_kev), np.array(second_moment_kev2), plan.exposure_s,
+        quantum_noise_factor=blurred_noise_fraction(plan.optical_blur_sigma_px)))
+    return float(mean_adu / np.sqrt(var_adu2))
+
+
 def flat_field_full_well_fraction(plan: Plan) -> float:
     """Brightest flat-field pixel as a fraction of the full well (> 1: the flat saturates)."""
     det = plan.detector

@@ -34,8 +34,11 @@ ARCH_HELP = "Taichi backend: auto (CUDA if present, else CPU), cpu or cuda."
 def _main(quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages."),
           verbose: bool = typer.Option(False, "--verbose", "-v", help="More messages.")) -> None:
     _state["quiet"], _state["verbose"] = quiet, verbose
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
-                        format="%(message)s")
+    # xrm-twin's own messages at INFO; the libraries it drives (Dask distributed, ...) only
+    # show their warnings unless --verbose
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("xrm_twin").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet
+                                           else logging.INFO)
 
 
 def _fail(exc: BaseException) -> None:

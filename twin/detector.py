@@ -211,10 +211,16 @@ class DetectorModel:
         return np.clip(adu, 0, top).astype(np.uint16)
 
     def noise_variance_adu2(self, deposited_kev: np.ndarray, second_moment_kev2: np.ndarray,
-                            exposure_s: float) -> np.ndarray:
-        """Model variance of one read in ADU^2 (for checks and the fast detectability model)."""
+                            exposure_s: float, *, quantum_noise_factor: float = 1.0) -> np.ndarray:
+        """Model variance of one read in ADU^2 (for checks and the fast detectability model).
+
+        ``quantum_noise_factor`` scales the quantum (signal) part only: the share of a pixel's
+        white quantum noise that survives the screen/objective blur applied before read-out
+        (:func:`twin.acquisition.blurred_noise_fraction`); dark, read and quantisation noise
+        are added after the blur.
+        """
         k = self.electrons_per_kev
-        var_e = k * k * second_moment_kev2 / self.swank_screen + k * deposited_kev
+        var_e = (k * k * second_moment_kev2 / self.swank_screen + k * deposited_kev) * quantum_noise_factor
         var_e = var_e + self.dark_e_per_s * exposure_s + self.read_noise_e ** 2
         return var_e / self.gain_e_per_adu ** 2 + 1.0 / 12.0
 

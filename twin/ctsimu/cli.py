@@ -36,6 +36,8 @@ def run(
                                          "(docs/ctsimu.md)."),
     arch: str = typer.Option("auto", "--arch", help="auto, cpu or cuda."),
     seed: int = typer.Option(0, "--seed", help="Seed of the noise."),
+    force: bool = typer.Option(False, "--force", help="Replace the files of an earlier run of this "
+                               "scenario in --out (other files are kept)."),
 ) -> None:
     """Simulate a CTSimU scenario; the output is readable by the ctsimu toolbox."""
     from twin.ctsimu.reader import read_scenario
@@ -43,7 +45,7 @@ def run(
 
     try:
         sc = read_scenario(scenario, approximate=approximate)
-        res = run_to(sc, out, supersample=supersample, arch=arch, seed=seed)
+        res = run_to(sc, out, supersample=supersample, arch=arch, seed=seed, force=force)
     except BaseException as exc:  # noqa: BLE001 - exit 2 bad input, 1 failure
         _fail(exc)
     for n in res["notes"]:

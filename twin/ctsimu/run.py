@@ -366,13 +366,32 @@ def metadata(sc: CtsimuScenario, name: str, scenario_file: str, images: dict, no
     }
 
 
+def earlier_outputs(out: Path, name: str) -> list[Path]:
+    """Files of an earlier :func:`run_to` of ``name`` in ``out`` (TIFF stacks and metadata).
+
+    Not listed: the copy of the scenario (``<name>.json``, it may be the input itself) and
+    ``projections.h5`` (one file, replaced atomically; runs of several names share it).
+    """
+    if not out.is_dir():
+        return []
+    patterns = (f"{name}_[0-9]*.tif", f"{name}_flat_[0-9]*.tif", f"{name}_dark_[0-9]*.tif",
+                f"{name}_metadata.json")
+    return sorted({p for pat in patterns for p in out.glob(pat) if p.is_file()})
+
+
 def run_to(sc: CtsimuScenario, out_dir: str | Path, *, supersample: int = 2, arch: str = "auto",
-           seed: int = 0, name: str | None = None) -> dict[str, Any]:
+           seed: int = 0, name: str | None = None, force: bool = False) -> dict[str, Any]:
     """Simulate a CTSimU scenario into ``out_dir``.
 
     Writes ``<name>_%04d.tif`` (projections), ``<name>_flat_%04d.tif``, ``<name>_dark_%04d.tif``,
     ``<name>_metadata.json`` (CTSimU metadata, readable by ``ctsimu.toolbox``), a copy of the
     scenario as ``<name>.json`` and ``projections.h5`` (NXtomo with the explicit vectors).
+
+    A folder that already holds the outputs of a run of ``name`` is refused (checked before any
+    work) unless ``force``: a second run with fewer views would otherwise leave the first run's
+    later TIFFs beside a metadata file that no longer counts them. With ``force`` those files
+    are removed once the new images are computed (a failed simulation leaves them as they were);
+    other files in the folder are kept.
 
     Returns
     -------
@@ -381,9 +400,17 @@ def run_to(sc: CtsimuScenario, out_dir: str | Path, *, supersample: int = 2, arc
     import shutil
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise XrmInputError(f"output folder {str(out)!r} is a file")
     name = name or sc.name.replace(" ", "_")
+    stale = earlier_outputs(out, name)
+    if stale and not force:
+        raise XrmInputError(f"output folder {str(out)!r} holds {len(stale)} file(s) of an earlier "
+                            f"run of {name!r} (e.g. {stale[0].name}); use --force to replace them")
     images = simulate_images(sc, supersample=supersample, arch=arch, seed=seed)
+    for path in earlier_outputs(out, name):
+        path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
     _write_stack(out, f"{name}_%04d.tif", images["projections"])
     _write_stack(out, f"{name}_flat_%04d.tif", images["flats"])
     _write_stack(out, f"{name}_dark_%04d.tif", images["darks"])

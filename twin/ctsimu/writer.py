@@ -25,7 +25,9 @@ from twin.atomic import write_text_atomic
 from twin.ctsimu.assets import _write_stl
 from twin.ctsimu.sources import write_spectrum_file
 from twin.filters import resolve_filter
+from twin.geometry import focal_spot_fwhm_um
 from twin.materials import Material
+from twin.plan import FWHM_PER_SIGMA
 from twin.scenario import ScanSpec
 from twin.spectrum import TARGET_THICKNESS_UM, WINDOW
 
@@ -109,6 +111,22 @@ def export_scenario(spec: ScanSpec, out_file: str | Path) -> dict[str, Any]:
         write_spectrum_file(sfile, sp, current_ma)
         spectrum["file"] = _p(sfile.name)
     d = spec.detector
+    # the twin's focal spot (a Gaussian growing with power; none for an ideal detector, as in
+    # twin.plan) and its flat-field SNR at the brightest pixel, so that another CTSimU
+    # simulator blurs and adds noise as the twin does
+    spot_sigma_mm = (0.0, 0.0, 0.0)
+    if not d["ideal"]:
+        fwhm_mm = focal_spot_fwhm_um(float(s["power_w"])) / 1000.0
+        spot_sigma_mm = (fwhm_mm / FWHM_PER_SIGMA, fwhm_mm / FWHM_PER_SIGMA, 0.0)
+    snr = None
+    if not d["ideal"] and d["noise"]:
+        from twin.acquisition import flat_field_snr_at_brightest_pixel
+        from twin.plan import resolve
+
+        snr = flat_field_snr_at_brightest_pixel(resolve(spec, with_scene=False))
+        notes.append(f"detector.noise.snr_at_imax = {snr:.4g}: the twin's flat-field SNR at the brightest "
+                     "pixel of one frame (CTSimU's noise variance is proportional to the grey value; the "
+                     "twin's adds read and dark noise, so darker pixels are noisier than CTSimU's model)")
     det: dict[str, Any] = {
         "model": f"xrm-twin objective {g.objective}", "manufacturer": "", "type": "ideal" if d["ideal"] else "real",
         "columns": _p(g.cols, "px"), "rows": _p(g.rows, "px"), "pixel_pitch": {"u": _p(pu, "mm"), "v": _p(pu, "mm")},
@@ -116,7 +134,7 @@ def export_scenario(spec: ScanSpec, out_file: str | Path) -> dict[str, Any]:
         "integration_time": _p(d["exposure_s"], "s"), "dead_time": _p(d["readout_s"], "s"), "image_lag": _p(0.0),
         "gray_value": {"imin": _p(None), "imax": _p(None), "factor": _p(None, "1/J"), "offset": _p(None),
                        "intensity_characteristics_file": _p(None), "efficiency_characteristics_file": _p(None)},
-        "noise": {"snr_at_imax": _p(None), "noise_characteristics_file": _p(None)},
+        "noise": {"snr_at_imax": _p(snr), "noise_characteristics_file": _p(None)},
         "unsharpness": {"basic_spatial_resolution": _p(None, "mm"), "mtf": _p(None)},
         "scintillator": {"material_id": None, "thickness": _p(0.0, "mm")},
         "window": {"front": [], "rear": []}, "filters": {"front": [], "rear": []}}
@@ -158,7 +176,8 @@ def export_scenario(spec: ScanSpec, out_file: str | Path) -> dict[str, Any]:
                               "thickness": _p(float(s["target_thickness_um"] or TARGET_THICKNESS_UM), "um"),
                               "angle": {"incidence": _p(None, "deg"), "emission": _p(None, "deg")}},
                    "spot": {"size": {k: _p(0.0, "mm") for k in "uvw"},
-                            "sigma": {k: _p(0.0, "mm") for k in "uvw"}, "intensity_map": {"file": _p(None)}},
+                            "sigma": {k: _p(v, "mm") for k, v in zip("uvw", spot_sigma_mm)},
+                            "intensity_map": {"file": _p(None)}},
                    "spectrum": spectrum, "window": window, "filters": filters},
         "samples": samples,
         "acquisition": {"start_angle": _p(float(ang[0]), "deg"),

@@ -158,6 +158,8 @@ def optimise(
                       f"POD {pp['pod']:.3f}, a90 {pp['a90_um']:.3g} um"
                       + (f"; speed-up x{res['speedup']:.1f}" if res.get("speedup") else "")
                       + f"; wrote {out / 'optimise.json'}")
+        for note in res.get("notes", []):
+            console.print(f"[yellow]note:[/] {escape(note)}")
         if strict and not res["feasible"]:
             raise typer.Exit(3)
     except BaseException as exc:  # noqa: BLE001

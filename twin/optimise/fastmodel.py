@@ -303,7 +303,7 @@ def row_specs(base: ScanSpec, rows: Iterable[Mapping[str, Any]], *, trusted: boo
                     secs[sec] = dict(getattr(base, sec))
                 secs[sec][key] = v
             spec = dataclasses.replace(base, **{k: v for k, v in secs.items() if v is not None})
-            check_ranges(spec)
+            check_ranges(spec, row.keys())
             out.append(spec)
         return out
     raw = base.to_toml_dict()
@@ -313,34 +313,40 @@ def row_specs(base: ScanSpec, rows: Iterable[Mapping[str, Any]], *, trusted: boo
         for k, v in row.items():
             _set_dotted(d, k, v)
         spec = validate(d, base.origin)
-        check_ranges(spec)
+        check_ranges(spec, row.keys())
         out.append(spec)
     return out
 
 
-def check_ranges(spec: ScanSpec) -> None:
-    """Refuse values outside the instrument's range, naming the allowed range."""
+def check_ranges(spec: ScanSpec, keys: Iterable[str] | None = None) -> None:
+    """Refuse values outside the instrument's range, naming the allowed range.
+
+    ``keys``: the dotted keys to check (those a sweep row or the optimiser sets); ``None``
+    checks all of :data:`INSTRUMENT_RANGES`. The scenario's own values are the simulator's to
+    accept: a preview scenario binned 8x (``quickstart``) is swept and optimised like any other,
+    while a row proposing ``geometry.binning = 8`` is refused.
+    """
     s, g, d = spec.source, spec.geometry, spec.detector
+    wanted = set(INSTRUMENT_RANGES) if keys is None else set(keys)
 
     def bad(key: str, value: Any) -> XrmInputError:
         return XrmInputError(f"{key} = {value!r} is outside the instrument's range; allowed: "
                              f"{INSTRUMENT_RANGES[key]}")
 
-    if s["monochromatic_kev"] is None and not KVP_RANGE[0] <= float(s["kvp"]) <= KVP_RANGE[1]:
-        raise bad("source.kvp", s["kvp"])
-    if not 0 < float(s["power_w"]) <= MAX_POWER_W:
-        raise bad("source.power_w", s["power_w"])
-    if g["objective"] not in OBJECTIVES:
-        raise bad("geometry.objective", g["objective"])
-    if g["binning"] not in BINNINGS:
-        raise bad("geometry.binning", g["binning"])
-    if not 1 <= int(g["projections"]) <= 20000:
-        raise bad("geometry.projections", g["projections"])
-    if not 0 < float(d["exposure_s"]) <= 600:
-        raise bad("detector.exposure_s", d["exposure_s"])
-    if not 1 <= int(d["frames"]) <= 100:
-        raise bad("detector.frames", d["frames"])
-    if isinstance(s["filter"], str):
+    checks = {
+        "source.kvp": (s["kvp"], s["monochromatic_kev"] is not None
+                       or KVP_RANGE[0] <= float(s["kvp"]) <= KVP_RANGE[1]),
+        "source.power_w": (s["power_w"], 0 < float(s["power_w"]) <= MAX_POWER_W),
+        "geometry.objective": (g["objective"], g["objective"] in OBJECTIVES),
+        "geometry.binning": (g["binning"], g["binning"] in BINNINGS),
+        "geometry.projections": (g["projections"], 1 <= int(g["projections"]) <= 20000),
+        "detector.exposure_s": (d["exposure_s"], 0 < float(d["exposure_s"]) <= 600),
+        "detector.frames": (d["frames"], 1 <= int(d["frames"]) <= 100),
+    }
+    for key, (value, ok) in checks.items():
+        if key in wanted and not ok:
+            raise bad(key, value)
+    if "source.filter" in wanted and isinstance(s["filter"], str):
         resolve_filter(s["filter"], s["filter_overrides"])
 
 

@@ -141,6 +141,30 @@ def _min_views(cols: np.ndarray) -> np.ndarray:
     return np.ceil(np.pi / 2.0 * cols).astype(int)
 
 
+def _undersampling_notes(space: SearchSpace, des: _Designs, best: Mapping[str, Any] | None) -> list[str]:
+    """Notes when a user's ``--views`` range reaches below the ``pi/2 x columns`` floor.
+
+    The floor is kept by default; an explicit range replaces it (a few-view iterative study is a
+    fair request), but the fast model does not score the streaks of angular undersampling, so
+    the result says so.
+    """
+    if space.views is None or not len(des.rows):
+        return []
+    floors = _min_views(des.cols)
+    if space.views[0] >= floors.min():
+        return []
+    notes = [f"--views {space.views[0]},{space.views[1]} reaches below the angular-sampling floor "
+             f"pi/2 x columns ({floors.min()}-{floors.max()} views for these designs); the fast "
+             "model does not score the streaks of undersampled scans"]
+    if best is not None:
+        n = int(best["settings"]["geometry.projections"])
+        floor = int(_min_views(np.array([best["settings"]["detector.pixels"][0]]))[0])
+        if n < floor:
+            notes.append(f"the best setting uses {n} views, below its floor of {floor} "
+                         f"(pi/2 x {best['settings']['detector.pixels'][0]} columns)")
+    return notes
+
+
 def _time_s(base: ScanSpec, views, exposure):
     d = base.detector
     return scan_time_s(views=views, exposure_s=exposure, frames=1, readout_s=float(d["readout_s"]),
@@ -260,8 +284,7 @@ def optimise(scenario: str | ScanSpec, task: str | Task, *, pod: float = 0.9,
     if objective not in ("time", "dprime"):
         raise unknown("objective", objective, ("time", "dprime"))
     space = space or SearchSpace()
-    space.check()
-    check_ranges(base)
+    space.check()  # every proposed row is checked against the instrument (check_ranges)
     d_req = dprime_threshold(p_false_call) + float(ndtri(pod))
     max_s = max_hours * 3600.0
     paper = paper_point(base, task, p_false_call)
@@ -435,6 +458,7 @@ def optimise(scenario: str | ScanSpec, task: str | Task, *, pod: float = 0.9,
               "best": best, "paper": paper, "front": front}
     if best is not None and objective == "time":
         result["speedup"] = paper["scan_time_h"] / best["scan_time_h"]
+    result["notes"] = _undersampling_notes(space, des, best)
     if not feasible:
         top = max(front, key=lambda f: f["d_prime"]) if front else None
         result["best_achievable"] = top

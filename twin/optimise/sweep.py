@@ -148,6 +148,18 @@ def _full_row(spec_json: str, origin: str, row: dict, task: str, pixels: int, ma
     return res
 
 
+def quiet_dask() -> None:
+    """Hold Dask distributed's loggers at WARNING unless xrm-twin runs with ``--verbose``.
+
+    Importing ``distributed`` sets its logger to INFO, and a LocalCluster restores the level it
+    found while it closes: without this a sweep ends with a screenful of "Closing Nanny ...".
+    """
+    import logging
+
+    if not logging.getLogger("xrm_twin").isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
 class _Runner:
     """Runs functions on Dask (local cluster or a scheduler address) or in this process."""
 
@@ -160,6 +172,7 @@ class _Runner:
             raise XrmInputError(f"--workers must be >= 0 (0: in this process), got {n_workers}")
         from dask.distributed import Client, LocalCluster
 
+        quiet_dask()
         if scheduler == "local":
             self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                         dashboard_address=":0")
