@@ -174,8 +174,11 @@ class _Runner:
 
         quiet_dask()
         if scheduler == "local":
+            # as the dataset runner: loopback only, no dashboard (a sweep on a shared login or
+            # compute node must not open a port on every interface)
             self.cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=":0")
+                                        host="127.0.0.1", dashboard_address=None,
+                                        scheduler_kwargs={"dashboard": False})
             self.client = Client(self.cluster)
         else:
             try:
